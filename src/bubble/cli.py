@@ -1,0 +1,132 @@
+"""`bubble` command line: `run` (the sandbox), `serve` (the web UI), `selftest`.
+
+Kept light on purpose: start-up time is part of every run, so flags are parsed from the
+policy's own table (no argparse) and each subcommand imports its layer only when called.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from bubble.errors import BubbleError, UsageError
+from bubble.policy import FLAGS, Policy, convert
+
+USAGE = """\
+usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--diagnose]
+                  [--trace-net] [--peek-tx=N] [--timeout S] [--memory SIZE] [--cpu S]
+                  [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root]
+                  [--events PATH|- | --events-fd N] -- PROG [ARGS...]
+       bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token T]
+       bubble selftest
+"""
+
+_VALUE_KINDS = ("int", "seconds", "size", "str")
+
+
+class RunArgs:
+    """The parsed `bubble run` command line."""
+
+    def __init__(self, policy: Policy, argv: list[str], events: str | None, events_fd: int | None):
+        self.policy = policy
+        self.argv = argv
+        self.events = events
+        self.events_fd = events_fd
+
+
+def parse_run(args: list[str]) -> RunArgs:
+    """Parse `bubble run` arguments. Raises UsageError naming the offending flag."""
+    values: dict[str, object] = {}
+    events: str | None = None
+    events_fd: int | None = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-"):
+            break  # the program; flags end here as in `env`
+        flag, eq, text = arg.partition("=")
+        if flag in ("-h", "--help"):
+            raise UsageError("help requested", USAGE.rstrip())
+        if flag in ("--events", "--events-fd") or FLAGS.get(flag, ("", ""))[1] in _VALUE_KINDS:
+            if not eq:
+                if i + 1 >= len(args):
+                    raise UsageError(f"{flag} needs a value", f"write {flag}=VALUE")
+                i += 1
+                text = args[i]
+            if flag == "--events":
+                events = text
+            elif flag == "--events-fd":
+                events_fd = convert(flag, "int", text)
+            else:
+                name, kind = FLAGS[flag]
+                values[name] = convert(flag, kind, text)
+        elif flag in FLAGS:
+            name, kind = FLAGS[flag]
+            if kind == "switch":
+                if eq:
+                    raise UsageError(f"{flag} takes no value", f"write just {flag}")
+                values[name] = True
+            else:  # "01"
+                values[name] = convert(flag, kind, text) if eq else True
+        else:
+            raise UsageError(f"unknown flag {arg}", "see `bubble run --help` for the flags")
+        i += 1
+    argv = args[i:]
+    if not argv:
+        raise UsageError("no program given", "write: bubble run [FLAGS] -- PROG [ARGS...]")
+    if events is not None and events_fd is not None:
+        raise UsageError("--events and --events-fd both given", "choose one place for events")
+    if events_fd is not None and events_fd < 0:
+        raise UsageError(f"--events-fd {events_fd} is not a descriptor", "give a number >= 0")
+    return RunArgs(Policy(**values), argv, events, events_fd)  # type: ignore[arg-type]
+
+
+def _run(args: list[str]) -> int:
+    parsed = parse_run(args)
+    from bubble.sandbox.launcher import launch
+
+    return launch(parsed.policy, parsed.argv, events=parsed.events, events_fd=parsed.events_fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point. Returns the process exit status (see DESIGN §3)."""
+    args = sys.argv[1:] if argv is None else argv
+    command, rest = (args[0], args[1:]) if args else ("", [])
+    try:
+        if command == "run":
+            return _run(rest)
+        if command == "serve":
+            from bubble.web.serve import main as serve_main
+
+            return serve_main(rest)
+        if command == "selftest":
+            from bubble.sandbox.selftest import main as selftest_main
+
+            return selftest_main(rest)
+        if command in ("-h", "--help", "help"):
+            sys.stdout.write(USAGE)
+            return 0
+        if command in ("--version", "version"):
+            from bubble import __version__
+
+            print(f"bubble {__version__}")
+            return 0
+        raise UsageError(
+            f"unknown command {command!r}" if command else "no command given",
+            "use `bubble run -- PROG`, `bubble serve` or `bubble selftest`",
+        )
+    except BubbleError as err:
+        if err.message == "help requested":
+            sys.stdout.write(USAGE)
+            return 0
+        sys.stderr.write(f"bubble: {err}\n")
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed by the reader (e.g. `| head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

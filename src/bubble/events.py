@@ -1,0 +1,200 @@
+"""Events: frozen dataclasses built by name, serialised to NDJSON in exactly one place.
+
+Every event line carries `seq` (1, 2, 3 ... per run, no gaps), `ts` (RFC 3339 UTC) and `type`;
+the other fields are the dataclass's fields, omitted when `None`. `docs/events.md` documents
+every type and field, and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import time
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+# Event types.
+SPAWN = "process.spawn"
+EXIT = "process.exit"
+ALERT = "policy.alert"
+FS_WRITE = "fs.write"
+NET_SOCKET = "net.socket"
+NET_CONNECT = "net.connect"
+NET_BIND = "net.bind"
+NET_SEND = "net.send"
+NET_PEEK = "net.tx.peek"
+MSG = "sandbox.msg"
+FS_DROP = "fs.drop"  # added by the orchestrator, not the launcher
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spawn:
+    """The launcher started the target, or (with --notify-exec) a process called exec."""
+
+    type: str = SPAWN
+    pid: int
+    exe: str
+    argv: list[str] | None = None
+    cwd: str | None = None
+    ppid: int | None = None
+    syscall: str | None = None
+    syscall_no: int | None = None
+    action: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """A mediated system call: a denial (`policy.alert`) or an allowed, observed call
+    (`fs.write`, `net.*`). Context fields are present only where they apply."""
+
+    type: str
+    pid: int
+    category: str
+    syscall: str
+    syscall_no: int
+    arch: str | None = None
+    reason: str | None = None
+    denied: str | None = None
+    decision: str | None = None
+    path: str | None = None
+    path2: str | None = None
+    flags: str | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    fd: int | None = None
+    peer: str | None = None
+    port: int | None = None
+    family: int | None = None
+    family_name: str | None = None
+    domain: str | None = None
+    sock_type: str | None = None
+    proto: int | None = None
+    bytes: int | None = None
+    hex: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Msg:
+    """A note from the launcher: a degraded feature, a timeout, an error."""
+
+    type: str = MSG
+    action: str
+    message: str
+    pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exit:
+    """The last event of a run: how the target ended and what it used."""
+
+    type: str = EXIT
+    action: str = "launcher.end"
+    pid: int
+    exit_code: int | None
+    signal: int | None
+    duration_ms: int
+    max_rss_kb: int
+    timed_out: bool = False
+    limit: str | None = None
+    notes: str = ""
+
+    KEEP_NULL: ClassVar[frozenset[str]] = frozenset({"exit_code", "signal"})
+
+
+Event = Spawn | Call | Msg | Exit
+EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Msg, Exit)
+
+_FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_CLASSES}
+_KEEP_NULL = {cls: getattr(cls, "KEEP_NULL", frozenset()) for cls in EVENT_CLASSES}
+
+
+class Clock:
+    """RFC 3339 UTC timestamps with milliseconds; the formatted second is cached."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        t = time.time()
+        second = int(t)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((t - second) * 1000):03d}Z"
+
+
+def to_dict(event: Event, seq: int, ts: str) -> dict[str, object]:
+    """The event as the JSON object it is serialised to."""
+    cls = type(event)
+    keep = _KEEP_NULL[cls]
+    out: dict[str, object] = {"seq": seq, "ts": ts}
+    for name in _FIELD_NAMES[cls]:
+        value = getattr(event, name)
+        if value is not None or name in keep:
+            out[name] = value
+    return out
+
+
+def serialise(event: Event, seq: int, ts: str) -> str:
+    """One NDJSON line (with its newline). The only place events become text."""
+    return json.dumps(to_dict(event, seq, ts), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+class EventWriter:
+    """Numbers events and writes them to a file descriptor the target cannot reach.
+
+    Lines are buffered and written by `flush()`, which the supervisor calls whenever it is
+    about to wait, so a flood costs one write per batch while a quiet run still sees each
+    event at once. Writes block rather than drop: an event is never lost.
+    """
+
+    def __init__(self, fd: int, limit: int = 1 << 16) -> None:
+        self.fd = fd
+        self.seq = 0
+        self.clock = Clock()
+        self._parts: list[str] = []
+        self._size = 0
+        self._limit = limit
+        self.broken = False
+
+    def emit(self, event: Event) -> int:
+        self.seq += 1
+        line = serialise(event, self.seq, self.clock.now())
+        self._parts.append(line)
+        self._size += len(line)
+        if self._size >= self._limit:
+            self.flush()
+        return self.seq
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        if self.broken:
+            self._parts.clear()
+            self._size = 0
+            return
+        data = "".join(self._parts).encode("utf-8", "backslashreplace")
+        self._parts.clear()
+        self._size = 0
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except BlockingIOError:
+                # A non-blocking consumer pipe: wait until it drains, never drop.
+                select.select([], [self.fd], [])
+                continue
+            except BrokenPipeError:
+                # The reader is gone: nothing can receive events any more. Say so once on
+                # our own stderr and keep supervising (denials must go on regardless).
+                if not self.broken:
+                    self.broken = True
+                    print("bubble: event reader closed its end; events are lost", file=sys.stderr)
+                return
+            view = view[written:]

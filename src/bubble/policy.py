@@ -1,0 +1,150 @@
+"""The run policy: a frozen dataclass, its command-line flags, and their validation.
+
+One table (`FLAGS`) names every `bubble run` flag, the policy field it sets and how its value
+is parsed. The CLI parses with it and the orchestrator turns a policy back into flags with
+`to_argv`, so both always agree on names and meanings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from bubble.errors import UsageError
+
+MAX_PEEK = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What the target may do and how it is watched. Defaults are the seed's: deny both."""
+
+    deny_fs: bool = True
+    deny_net: bool = True
+    notify_exec: bool = False
+    pidns: bool = False
+    diagnose: bool = False
+    trace_net: bool = False
+    peek_tx: int = 0
+    timeout: float | None = None
+    memory: int | None = None  # bytes of address space (RLIMIT_AS)
+    cpu: int | None = None  # CPU seconds (RLIMIT_CPU)
+    max_procs: int | None = None  # RLIMIT_NPROC for the target's user
+    max_output: int | None = None  # bytes of stdout+stderr kept
+    user: str | None = None  # target user when run as root (default nobody)
+    keep_root: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.peek_tx <= MAX_PEEK:
+            raise UsageError(
+                f"--peek-tx={self.peek_tx} is out of range", f"use a value from 0 to {MAX_PEEK}"
+            )
+        if self.peek_tx and not self.trace_net:
+            raise UsageError("--peek-tx needs --trace-net", "add --trace-net --deny-net=0")
+        if self.trace_net and self.deny_net:
+            raise UsageError(
+                "--trace-net observes allowed network traffic, but the network is denied",
+                "add --deny-net=0 to allow and trace it",
+            )
+        if self.timeout is not None and self.timeout <= 0:
+            raise UsageError("--timeout must be positive", "give seconds, e.g. --timeout 30")
+        for name in ("memory", "cpu", "max_procs", "max_output"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} must be positive", f"e.g. {flag} {_EXAMPLES[name]}")
+        if self.keep_root and self.user:
+            raise UsageError("--keep-root and --user contradict each other", "pass only one")
+
+    def replace(self, **changes: Any) -> Policy:
+        """A copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+_EXAMPLES = {"memory": "512M", "cpu": "10", "max_procs": "64", "max_output": "10M"}
+
+
+def parse_bool01(flag: str, text: str) -> bool:
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"{flag}={text} is not 1 or 0", f"write {flag}=1 or {flag}=0")
+
+
+def parse_int(flag: str, text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a whole number", f"e.g. {flag}=64") from None
+
+
+def parse_seconds(flag: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a number of seconds", f"e.g. {flag} 30") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise UsageError(f"{flag} {text!r} is not a number of seconds", f"e.g. {flag} 30")
+    return value
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(flag: str, text: str) -> int:
+    """`512M`, `1g`, `4096`, `10MiB` -> bytes."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
+    number = t[: len(t) - len(unit)]
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a size", f"e.g. {flag} 512M") from None
+    return int(value)
+
+
+# flag -> (policy field, kind). Kinds: "01" takes =1|0, "switch" takes no value,
+# "int"/"seconds"/"size"/"str" take a value (`--flag=V` or `--flag V`).
+FLAGS: dict[str, tuple[str, str]] = {
+    "--deny-fs": ("deny_fs", "01"),
+    "--deny-net": ("deny_net", "01"),
+    "--notify-exec": ("notify_exec", "switch"),
+    "--pidns": ("pidns", "switch"),
+    "--diagnose": ("diagnose", "switch"),
+    "--trace-net": ("trace_net", "switch"),
+    "--peek-tx": ("peek_tx", "int"),
+    "--timeout": ("timeout", "seconds"),
+    "--memory": ("memory", "size"),
+    "--cpu": ("cpu", "int"),
+    "--max-procs": ("max_procs", "int"),
+    "--max-output": ("max_output", "size"),
+    "--user": ("user", "str"),
+    "--keep-root": ("keep_root", "switch"),
+}
+
+_PARSERS = {"01": parse_bool01, "int": parse_int, "seconds": parse_seconds, "size": parse_size}
+
+
+def convert(flag: str, kind: str, text: str) -> Any:
+    """Parse the text of one flag's value."""
+    parser = _PARSERS.get(kind)
+    return parser(flag, text) if parser else text
+
+
+def to_argv(policy: Policy) -> list[str]:
+    """The `bubble run` flags that reproduce `policy` (defaults omitted)."""
+    default = Policy()
+    argv: list[str] = []
+    for flag, (name, kind) in FLAGS.items():
+        value = getattr(policy, name)
+        if value == getattr(default, name):
+            continue
+        if kind == "01":
+            argv.append(f"{flag}={int(value)}")
+        elif kind == "switch":
+            argv.append(flag)
+        else:
+            argv.append(f"{flag}={value}")
+    return argv

@@ -1,0 +1,100 @@
+"""ctypes access to libc, loaded once by soname (no `find_library`: it forks `ldconfig`).
+
+Thin wrappers raise OSError with errno like the `os` module does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from bubble.sandbox import _abi
+
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+_syscall = libc.syscall
+_syscall.restype = ctypes.c_long
+_prctl = libc.prctl
+_prctl.restype = ctypes.c_int
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_ioctl = libc.ioctl
+_ioctl.restype = ctypes.c_int
+_ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+
+
+def _check(result: int) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def syscall(nr: int, *args: int | ctypes.c_void_p | bytes | None) -> int:
+    """Raw syscall; integer arguments are passed as C longs."""
+    cargs = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    return _check(_syscall(ctypes.c_long(nr), *cargs))
+
+
+def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+    return _check(_prctl(option, a2, a3, a4, a5))
+
+
+def ioctl_ptr(fd: int, request: int, buf: ctypes.Array[ctypes.c_char]) -> int:
+    """ioctl(2) with a pointer argument, returning the ioctl's own result (e.g. a new fd)."""
+    return _check(_ioctl(fd, request, ctypes.addressof(buf)))
+
+
+def unshare(flags: int) -> None:
+    """unshare(2) (os.unshare exists only from Python 3.12)."""
+    _check(libc.unshare(ctypes.c_int(flags)))
+
+
+def pidfd_open(pid: int) -> int:
+    return syscall(_abi.NR_PIDFD_OPEN, pid, 0)
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    return syscall(_abi.NR_PIDFD_GETFD, pidfd, targetfd, 0)
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> int:
+    return syscall(_abi.NR_PIDFD_SEND_SIGNAL, pidfd, sig, None, 0)
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_pvr = libc.process_vm_readv
+_pvr.restype = ctypes.c_ssize_t
+_pvr.argtypes = [
+    ctypes.c_int,
+    ctypes.POINTER(_Iovec),
+    ctypes.c_ulong,
+    ctypes.POINTER(_Iovec),
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
+
+
+class RemoteReader:
+    """process_vm_readv into one reused buffer; returns bytes read (short at unmapped pages)."""
+
+    def __init__(self, size: int = _abi.PATH_MAX) -> None:
+        self.buf = ctypes.create_string_buffer(size)
+        self._local = _Iovec(ctypes.addressof(self.buf), 0)
+        self._remote = _Iovec(0, 0)
+        self._lp = ctypes.byref(self._local)
+        self._rp = ctypes.byref(self._remote)
+
+    def read(self, pid: int, addr: int, length: int) -> bytes:
+        """Up to `length` bytes at `addr` in `pid`; b"" raises OSError (EFAULT/ESRCH/EPERM)."""
+        length = min(length, len(self.buf))
+        self._local.len = length
+        self._remote.base = addr
+        self._remote.len = length
+        n = _pvr(pid, self._lp, 1, self._rp, 1, 0)  # type: ignore[arg-type]
+        if n < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return self.buf.raw[:n]

@@ -1,0 +1,156 @@
+"""What runs in the forked child between fork and exec: confine, load the filter, hand over.
+
+Order matters: process group and terminal first, then limits, namespaces and the privilege
+drop, then PDEATHSIG (a credential change clears it), no_new_privs, the filter, and last the
+hand-off of the listener, which the parent *takes* with pidfd_getfd (DESIGN §2.1: sending it
+with sendmsg could block on our own filter). Errors go to the parent through `err_w` as one
+line and end the child with 125/126/127; nothing here may raise past `main`.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+from dataclasses import dataclass
+
+from bubble.policy import Policy
+from bubble.sandbox import _abi, filter as bpf_filter
+from bubble.sandbox._libc import prctl, unshare
+
+
+@dataclass(frozen=True, slots=True)
+class ChildPlan:
+    """Everything the child needs, prepared by the parent before fork."""
+
+    policy: Policy
+    path: str  # resolved program
+    argv: list[str]
+    bpf: bytes
+    sup_pid: int
+    uid: int | None  # drop to this uid/gid (None: keep ours)
+    gid: int | None
+    fallback_cwd: str | None
+    ready_w: int
+    go_r: int
+    err_w: int
+
+
+def _fail(err_w: int, code: int, message: str) -> None:
+    try:
+        os.write(err_w, f"{code} {message}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def _limits(policy: Policy) -> None:
+    # The kernel writes core dumps on the target's behalf, past any syscall filter.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if policy.memory:
+        resource.setrlimit(resource.RLIMIT_AS, (policy.memory, policy.memory))
+    if policy.cpu:
+        resource.setrlimit(resource.RLIMIT_CPU, (policy.cpu, policy.cpu + 1))
+    if policy.max_procs:
+        resource.setrlimit(resource.RLIMIT_NPROC, (policy.max_procs, policy.max_procs))
+
+
+def _foreground() -> None:
+    """Give the terminal to the target's new process group, if we hold it."""
+    try:
+        if os.isatty(0) and os.tcgetpgrp(0) == os.getpgid(os.getppid()):
+            old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            os.tcsetpgrp(0, os.getpgrp())
+            signal.signal(signal.SIGTTOU, old)
+    except OSError:
+        pass  # no terminal or not ours: nothing to hand over
+
+
+def _user_namespace() -> None:
+    """Non-root --pidns: a user namespace mapping our uid to itself gives us CAP_SYS_ADMIN
+    over the new PID namespace without changing who we are."""
+    uid, gid = os.getuid(), os.getgid()
+    unshare(_abi.CLONE_NEWUSER | _abi.CLONE_NEWPID)
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as fh:
+            fh.write(text)
+
+
+def _close_fds(keep: set[int]) -> None:
+    low = 3
+    for fd in sorted(keep):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _init(target: int, err_w: int) -> None:
+    """PID 1 of the namespace: forward signals to the target, reap everyone, report the
+    target's raw wait status to the supervisor, and exit (which ends the namespace)."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda s, _f: os.kill(target, s))
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == target:
+            os.write(err_w, f"0 status {status}\n".encode())
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def main(plan: ChildPlan) -> None:
+    """Never returns: execs the target or exits."""
+    policy = plan.policy
+    try:
+        os.setpgid(0, 0)
+        _foreground()
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)  # Python ignores some; exec keeps SIG_IGN
+        _limits(policy)
+        if policy.pidns:
+            if os.getuid() == 0:
+                unshare(_abi.CLONE_NEWPID)
+            else:
+                _user_namespace()
+        if plan.uid is not None and plan.gid is not None:
+            os.setgroups([])
+            os.setgid(plan.gid)
+            os.setuid(plan.uid)
+        prctl(_abi.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != plan.sup_pid:
+            os._exit(125)  # the supervisor is already gone: never run unsupervised
+        cwd = os.getcwd()
+        if not os.access(".", os.R_OK | os.X_OK) and plan.fallback_cwd:
+            os.chdir(plan.fallback_cwd)
+            cwd = plan.fallback_cwd
+        _close_fds({plan.ready_w, plan.go_r, plan.err_w})
+        prctl(_abi.PR_SET_NO_NEW_PRIVS, 1)
+        prctl(_abi.PR_SET_DUMPABLE, 1)  # the parent must be able to take the listener
+        listener, killable = bpf_filter.load(plan.bpf, policy.diagnose)
+    except OSError as err:
+        _fail(plan.err_w, 125, f"sandbox set-up failed: {err}")
+    except Exception as err:  # noqa: BLE001 - report anything, a child must never raise
+        _fail(plan.err_w, 125, f"sandbox set-up failed: {err!r}")
+    os.write(plan.ready_w, f"{listener} {int(killable)} {cwd}\n".encode())
+    if os.read(plan.go_r, 1) != b"G":
+        os._exit(125)  # the parent gave up
+    os.close(listener)
+    os.close(plan.ready_w)
+    os.close(plan.go_r)
+    if policy.pidns:
+        init_pid = os.fork()
+        if init_pid:
+            # Between the supervisor and the namespace: wait for init, exit like it.
+            _, status = os.waitpid(init_pid, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        target = os.fork()
+        if target:
+            _init(target, plan.err_w)
+    try:
+        os.execve(plan.path, plan.argv, os.environ)
+    except OSError as err:
+        code = 127 if err.errno == 2 else 126
+        _fail(plan.err_w, code, f"cannot execute {plan.path}: {err.strerror}")
+
+

@@ -1,0 +1,115 @@
+"""Turn the syscall table and a policy into BPF, and load it with the raw seccomp() syscall.
+
+Default action ALLOW; every routed syscall goes to USER_NOTIF. Argument checks are made in BPF
+only on registers (never on memory), and int arguments are compared on their low 32 bits
+(`MASKED_EQ(0xffffffff, v)`): the kernel truncates them, so a full-register `EQ` would let
+`socket((1<<32)|AF_INET)` through. Non-native ABIs (i386 `int 0x80`, x32 numbers) hit the
+bad-arch action, which we set to NOTIFY so they are denied and logged, never killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+
+from bubble.errors import KernelError
+from bubble.policy import Policy
+from bubble.sandbox import _abi
+from bubble.sandbox import _libseccomp as scmp
+from bubble.sandbox._libc import syscall
+from bubble.sandbox.syscalls import TABLE, Syscall
+
+LOW32 = 0xFFFFFFFF
+O_WRITE_BITS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, 0x400000)  # last: __O_TMPFILE
+SOCK_TYPE_MASK = 0xF
+TIOCSTI = 0x5412
+TIOCLINUX = 0x541C
+
+
+def _eq32(arg: int, value: int) -> scmp.Cmp:
+    return (arg, scmp.CMP_MASKED_EQ, LOW32, value & LOW32)
+
+
+def _bits(arg: int, bit: int) -> scmp.Cmp:
+    return (arg, scmp.CMP_MASKED_EQ, bit, bit)
+
+
+def conditions(row: Syscall, policy: Policy, sup_pid: int, sup_pgid: int) -> list[list[scmp.Cmp]]:
+    """The alternatives (OR of AND-lists) under which `row` is notified; [] = not in filter,
+    [[]] = always."""
+    rule = row.rule
+    kind, _, arg = rule.partition(":")
+    tracing = policy.trace_net
+    if kind in ("fs", "sys", "enosys", "exit"):
+        return [[]]
+    if kind == "open":
+        return [[_bits(int(arg), bit)] for bit in O_WRITE_BITS]
+    if kind == "exec":
+        return [[]] if policy.notify_exec else []
+    if kind == "socket":
+        not_unix = [(0, scmp.CMP_NE, socket.AF_UNIX, 0)]
+        if policy.deny_net:
+            dgram = [_eq32(0, socket.AF_UNIX), (1, scmp.CMP_MASKED_EQ, SOCK_TYPE_MASK, 2)]
+            return [not_unix, dgram]
+        return [not_unix] if tracing else []
+    if kind == "socketpair":
+        return [[(1, scmp.CMP_MASKED_EQ, SOCK_TYPE_MASK, 2)]] if policy.deny_net else []
+    if kind == "addr":
+        watched = policy.deny_net or tracing or (row.name == "bind" and policy.deny_fs)
+        return [[]] if watched else []
+    if kind == "sendto":
+        if policy.deny_net or tracing:
+            return [[]] if policy.peek_tx else [[(4, scmp.CMP_NE, 0, 0)]]
+        return []
+    if kind == "msg":
+        return [[]] if tracing else []
+    if kind == "ioctl":
+        return [[_eq32(1, TIOCSTI)], [_eq32(1, TIOCLINUX)]]
+    if kind == "seccomp":
+        return [[_eq32(0, _abi.SECCOMP_SET_MODE_FILTER), _bits(1, _abi.FILTER_FLAG_NEW_LISTENER)]]
+    if kind == "signal":
+        k = int(arg)
+        targets = {sup_pid, -1 & LOW32}
+        if row.name == "kill":
+            targets.add(-sup_pgid & LOW32)
+        return [[_eq32(k, t)] for t in sorted(targets)]
+    raise KernelError(f"syscall table row {row.name} has unknown rule {rule!r}", "fix syscalls.py")
+
+
+def build(policy: Policy, sup_pid: int, sup_pgid: int) -> bytes:
+    """The filter for `policy` as classic BPF bytes, ready for `load()`."""
+    with scmp.Filter(scmp.ACT_ALLOW) as f:
+        f.attr(scmp.ATTR_ACT_BADARCH, scmp.ACT_NOTIFY)
+        f.attr(scmp.ATTR_CTL_NNP, 0)  # we set no_new_privs ourselves, before loading
+        for row in TABLE:
+            for cmps in conditions(row, policy, sup_pid, sup_pgid):
+                f.rule(scmp.ACT_NOTIFY, row.nr, cmps)
+        return f.export()
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def load(bpf: bytes, log: bool = False) -> tuple[int, bool]:
+    """Install `bpf` on the calling thread with a notification listener.
+
+    Returns (listener fd, whether WAIT_KILLABLE_RECV was granted). no_new_privs must be set.
+    """
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
+    base = _abi.FILTER_FLAG_NEW_LISTENER | (_abi.FILTER_FLAG_LOG if log else 0)
+    try:
+        fd = syscall(
+            _abi.NR_SECCOMP,
+            _abi.SECCOMP_SET_MODE_FILTER,
+            base | _abi.FILTER_FLAG_WAIT_KILLABLE_RECV,
+            ctypes.addressof(prog),
+        )
+        return fd, True
+    except OSError as err:
+        if err.errno != 22:  # EINVAL: this kernel predates WAIT_KILLABLE_RECV
+            raise
+    fd = syscall(_abi.NR_SECCOMP, _abi.SECCOMP_SET_MODE_FILTER, base, ctypes.addressof(prog))
+    return fd, False

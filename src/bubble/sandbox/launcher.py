@@ -1,0 +1,69 @@
+"""`bubble run`'s front door: validate the program, the user and the event sink, with the
+exit statuses DESIGN §3 defines, then hand over to a `Session`."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+
+from bubble.errors import NotExecutable, ProgramNotFound, UsageError
+from bubble.policy import Policy
+
+
+def resolve_program(name: str) -> str:
+    """The path exec will use for `name`, with the errors DESIGN §3 asks for."""
+    if "/" in name:
+        path = name
+    else:
+        found = shutil.which(name)
+        if found is None:
+            raise ProgramNotFound(f"{name}: command not found", "give a full path or fix PATH")
+        path = found
+    if not os.path.exists(path):
+        raise ProgramNotFound(f"{path}: no such file", "check the path of the program")
+    if os.path.isdir(path):
+        raise NotExecutable(f"{path}: is a directory", "name a program file")
+    if not os.access(path, os.X_OK):
+        raise NotExecutable(f"{path}: not executable", f"chmod +x {path}, or run it through its interpreter")
+    return path
+
+
+def target_user(policy: Policy) -> tuple[int | None, int | None, str | None]:
+    """(uid, gid, name) to drop to, or Nones to keep our identity (DESIGN §2.5)."""
+    if os.geteuid() != 0:
+        if policy.user:
+            raise UsageError("--user needs root", "run bubble as root, or drop --user")
+        return None, None, None
+    if policy.keep_root:
+        return None, None, None
+    name = policy.user or "nobody"
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise UsageError(f"--user {name}: no such user", "name an existing account") from None
+    return entry.pw_uid, entry.pw_gid, name
+
+
+def _open_events(events_path: str | None, events_fd: int | None) -> int:
+    if events_fd is not None:
+        try:
+            os.fstat(events_fd)
+        except OSError:
+            raise UsageError(f"--events-fd {events_fd} is not open", "pass an open descriptor") from None
+        return events_fd
+    if events_path in (None, "-"):
+        return 2
+    try:
+        return os.open(events_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise UsageError(f"--events {events_path}: {err.strerror}", "give a writable file") from None
+
+
+def launch(policy: Policy, argv: list[str], events: str | None = None,
+           events_fd: int | None = None) -> int:
+    """Run `argv` under `policy`; returns the exit status DESIGN §3 defines."""
+    from bubble.sandbox.session import Session
+
+    return Session(policy, argv, _open_events(events, events_fd), resolve_program(argv[0]),
+                   target_user(policy)).run()

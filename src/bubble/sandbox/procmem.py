@@ -1,0 +1,145 @@
+"""Bounded, page-wise reads of a target's memory and /proc look-ups.
+
+Target memory is hostile input: every read is bounded, a read that runs into an unmapped page
+stops there, and a bad pointer becomes a marker string, never an exception in the caller.
+What is read is a *log hint* only: another thread can change it right after.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import struct
+
+from bubble.sandbox._abi import PAGE, PATH_MAX
+from bubble.sandbox._libc import RemoteReader
+
+ARGV_MAX = 256  # argv entries recorded
+ARGV_BYTES = 64 * 1024  # total argv text recorded
+
+
+def unreadable(err: OSError) -> str:
+    return f"<unreadable: {errno_mod.errorcode.get(err.errno or 0, str(err.errno))}>"
+
+
+class TargetMemory:
+    """Reads from other processes with process_vm_readv, one page at a time."""
+
+    def __init__(self) -> None:
+        self._reader = RemoteReader(PAGE)
+
+    def read(self, pid: int, addr: int, length: int) -> bytes:
+        """Up to `length` bytes (fewer if an unmapped page is hit). OSError if none readable."""
+        out = bytearray()
+        while length > 0:
+            chunk = min(length, PAGE - (addr % PAGE))
+            try:
+                data = self._reader.read(pid, addr, chunk)
+            except OSError:
+                if out:
+                    break
+                raise
+            out += data
+            if len(data) < chunk:
+                break
+            addr += chunk
+            length -= chunk
+        return bytes(out)
+
+    def cstring(self, pid: int, addr: int, limit: int = PATH_MAX) -> bytes:
+        """A NUL-terminated string of at most `limit` bytes. OSError if unreadable."""
+        if addr == 0:
+            raise OSError(errno_mod.EFAULT, "NULL pointer")
+        out = bytearray()
+        while len(out) < limit:
+            chunk = min(limit - len(out), PAGE - (addr % PAGE))
+            try:
+                data = self._reader.read(pid, addr, chunk)
+            except OSError:
+                if out:
+                    break
+                raise
+            nul = data.find(b"\0")
+            if nul >= 0:
+                out += data[:nul]
+                return bytes(out)
+            out += data
+            if len(data) < chunk:
+                break
+            addr += chunk
+        return bytes(out)
+
+    def text(self, pid: int, addr: int, limit: int = PATH_MAX) -> str:
+        """A string for an event: decoded, or a marker like `<unreadable: EFAULT>`."""
+        try:
+            return self.cstring(pid, addr, limit).decode("utf-8", "backslashreplace")
+        except OSError as err:
+            return unreadable(err)
+
+    def pointers(self, pid: int, addr: int, count: int) -> list[int]:
+        """Up to `count` 8-byte words at `addr` (fewer at an unmapped page)."""
+        data = self.read(pid, addr, count * 8)
+        n = len(data) // 8
+        return list(struct.unpack_from(f"<{n}Q", data)) if n else []
+
+    def argv(self, pid: int, addr: int) -> list[str]:
+        """A NULL-terminated string array, bounded in entries and total bytes."""
+        if addr == 0:
+            return []
+        try:
+            ptrs = self.pointers(pid, addr, ARGV_MAX + 1)
+        except OSError as err:
+            return [unreadable(err)]
+        end = ptrs.index(0) if 0 in ptrs else None
+        out: list[str] = []
+        budget = ARGV_BYTES
+        for ptr in ptrs[:end]:
+            if budget <= 0 or len(out) >= ARGV_MAX:
+                out.append("<truncated>")
+                break
+            s = self.text(pid, ptr, min(PATH_MAX, budget))
+            budget -= len(s) + 1
+            out.append(s)
+        return out
+
+
+def readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def fd_path(pid: int, fd: int) -> str:
+    """What fd `fd` of `pid` points at, e.g. `/tmp/x` or `pipe:[123]`."""
+    return readlink(f"/proc/{pid}/fd/{fd}") or f"<fd {fd}>"
+
+
+def resolve(pid: int, dirfd: int, path: str) -> str:
+    """`path` made absolute the way the kernel would start resolving it (lexically)."""
+    if path.startswith("<"):
+        return path
+    if not path.startswith("/"):
+        base = readlink(f"/proc/{pid}/cwd" if dirfd == -100 else f"/proc/{pid}/fd/{dirfd}")
+        if base is None:
+            return path
+        if not path:
+            return base  # AT_EMPTY_PATH: the fd itself
+        path = f"{base.rstrip('/')}/{path}"
+    return os.path.normpath(path) if ("/." in path or "//" in path) else path
+
+
+def status_field(pid: int, field: str) -> int | None:
+    """An integer field of /proc/PID/status (e.g. VmHWM in kB, Tgid), or None."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    key = field.encode() + b":"
+    start = data.find(key)
+    if start < 0:
+        return None
+    end = data.find(b"\n", start)
+    parts = data[start + len(key) : end].split()
+    return int(parts[0]) if parts else None

@@ -1,0 +1,225 @@
+"""One run in the parent: fork the target, take its listener, supervise, report the end.
+
+The parent is the supervisor. It makes itself non-dumpable first, so a target running as the
+same user can neither ptrace it, read or write its memory, nor take its listener; and a child
+subreaper, so orphaned grandchildren stay ours to supervise, reap and kill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+import tempfile
+import time
+from typing import Any
+
+from bubble import events
+from bubble.policy import Policy
+from bubble.sandbox import _abi, child, tree
+from bubble.sandbox import filter as bpf_filter
+from bubble.sandbox._libc import pidfd_getfd, pidfd_open, prctl
+from bubble.sandbox.supervisor import Supervisor
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _read_line(fd: int) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+class Session:
+    """Runs one target under one policy; `run()` returns the exit status."""
+
+    def __init__(self, policy: Policy, argv: list[str], events_fd: int, path: str,
+                 user: tuple[int | None, int | None, str | None]) -> None:
+        self.policy = policy
+        self.argv = argv
+        self.path = path
+        self.uid, self.gid, self.user = user
+        self.writer = events.EventWriter(events_fd)
+        self.child_pid = 0
+        self.deadline: float | None = None
+        self.timed_out = False
+        self.status: int | None = None  # raw wait status of the target
+        self.rusage: Any = None
+        self.error: tuple[int, str] | None = None  # (exit code, message) from the child
+
+    # -- callbacks from the supervisor loop -------------------------------------------------
+    def remaining(self) -> float | None:
+        if self.deadline is None or self.timed_out:
+            return None
+        return self.deadline - time.monotonic()
+
+    def on_timeout(self) -> None:
+        self.timed_out = True
+        self.writer.emit(events.Msg(action="timeout", message=f"timed out after {self.policy.timeout:g} s: killing the whole process tree"))
+        tree.kill_tree(os.getpid(), self.child_pid)
+
+    def on_child_message(self, fd: int) -> bool:
+        data = os.read(fd, 4096)
+        for line in data.decode(errors="replace").splitlines():
+            code, _, message = line.partition(" ")
+            if message.startswith("status "):
+                self.status = int(message.split()[1])  # from our PID-namespace init
+            elif code.isdigit():
+                self.error = (int(code), message)
+        return bool(data)
+
+    def on_signal(self, fd: int) -> bool:
+        try:
+            signums = os.read(fd, 512)
+        except BlockingIOError:
+            return True
+        for signum in signums:
+            if signum == signal.SIGCHLD:
+                self.reap()
+            elif signum in _STOP_SIGNALS and not self.timed_out:
+                self.writer.emit(events.Msg(action="stop", message=f"bubble received {signal.Signals(signum).name}: killing the process tree"))
+                tree.kill_tree(os.getpid(), self.child_pid)
+        return True
+
+    def reap(self, block: bool = False) -> None:
+        """Collect exited children (orphans come to us as subreaper)."""
+        if block and self.status is None and self.rusage is None:
+            _, status, self.rusage = os.wait4(self.child_pid, 0)
+            if self.status is None:
+                self.status = status
+        while True:
+            try:
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.child_pid:
+                self.rusage = rusage
+                if self.status is None or not self.policy.pidns:
+                    self.status = status
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self) -> int:
+        policy = self.policy
+        prctl(_abi.PR_SET_DUMPABLE, 0)
+        prctl(_abi.PR_SET_CHILD_SUBREAPER, 1)
+        bpf = bpf_filter.build(policy, os.getpid(), os.getpgrp())
+        fallback = None
+        if self.uid is not None:
+            fallback = tempfile.mkdtemp(prefix="bubble-cwd-")
+            os.chown(fallback, self.uid, self.gid or 0)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGCHLD, *_STOP_SIGNALS):
+            signal.signal(sig, lambda *_: None)
+        plan = child.ChildPlan(policy, self.path, self.argv, bpf, os.getpid(), self.uid, self.gid,
+                               fallback, ready_w, go_r, err_w)
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            child.main(plan)
+        self.child_pid = pid
+        for fd in (ready_w, go_r, err_w):
+            os.close(fd)
+        try:
+            return self._supervise(ready_r, go_w, err_r, wake_r, started)
+        finally:
+            self._restore_terminal()
+            for fd in (ready_r, go_w, err_r, wake_r, wake_w):
+                os.close(fd)
+            if fallback:
+                with contextlib.suppress(OSError):
+                    os.rmdir(fallback)
+
+    def _supervise(self, ready_r: int, go_w: int, err_r: int, wake_r: int, started: float) -> int:
+        policy, writer = self.policy, self.writer
+        ready = _read_line(ready_r).split(" ", 2)
+        if len(ready) < 3:
+            self.on_child_message(err_r)
+            self.reap(block=True)
+            return self._finish(started, None)
+        listener_no, killable, cwd = int(ready[0]), ready[1] == "1", ready[2]
+        pidfd = pidfd_open(self.child_pid)
+        try:
+            listener = pidfd_getfd(pidfd, listener_no)
+        finally:
+            os.close(pidfd)
+        try:
+            fcntl.ioctl(listener, _abi.IOCTL_NOTIF_SET_FLAGS, _abi.USER_NOTIF_FD_SYNC_WAKE_UP)
+        except OSError:
+            writer.emit(events.Msg(action="degraded", message="SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unavailable (kernel < 6.6): each denied call costs more"))
+        if not killable:
+            writer.emit(events.Msg(action="degraded", message="SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV unavailable (kernel < 5.19): signals during a check restart the call"))
+        if policy.diagnose:
+            writer.emit(events.Msg(action="diagnose", message=_diagnose_note()))
+        writer.emit(events.Spawn(pid=self.child_pid, exe=self.path, argv=self.argv, cwd=cwd,
+                                 ppid=os.getpid(), action="launcher.start", user=self.user))
+        if policy.timeout:
+            self.deadline = time.monotonic() + policy.timeout
+        sup = Supervisor(listener, policy, writer, frozenset({self.child_pid}) if policy.pidns else frozenset())
+        os.write(go_w, b"G")
+        try:
+            sup.serve({err_r: lambda: self.on_child_message(err_r), wake_r: lambda: self.on_signal(wake_r)},
+                      self.remaining, self.on_timeout)
+        finally:
+            os.close(listener)
+        self.reap(block=True)
+        self.on_child_message_nonblocking(err_r)
+        return self._finish(started, sup)
+
+    def on_child_message_nonblocking(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        with contextlib.suppress(BlockingIOError):
+            self.on_child_message(fd)
+
+    def _finish(self, started: float, sup: Supervisor | None) -> int:
+        duration_ms = int((time.monotonic() - started) * 1000)
+        status = self.status if self.status is not None else 0
+        code: int | None = None
+        sig: int | None = None
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            result = 128 + sig
+        else:
+            code = result = os.WEXITSTATUS(status)
+        rss = sup.max_rss_kb if sup and sup.max_rss_kb else (self.rusage.ru_maxrss if self.rusage else 0)
+        if self.error is not None and self.error[0] != 0:
+            result = code = self.error[0]
+            self.writer.emit(events.Msg(action="error", message=self.error[1], pid=self.child_pid))
+            sys.stderr.write(f"bubble: {self.error[1]}\n")
+        notes = f"exit={code}" if sig is None else f"signal={sig}"
+        self.writer.emit(events.Exit(pid=self.child_pid, exit_code=code, signal=sig,
+                                     duration_ms=duration_ms, max_rss_kb=rss,
+                                     timed_out=self.timed_out,
+                                     limit="timeout" if self.timed_out else None,
+                                     notes=f"{notes} max_rss_kb={rss}"))
+        self.writer.flush()
+        return result
+
+    def _restore_terminal(self) -> None:
+        with contextlib.suppress(OSError):
+            if os.isatty(0) and os.tcgetpgrp(0) != os.getpgrp():
+                old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+                os.tcsetpgrp(0, os.getpgrp())
+                signal.signal(signal.SIGTTOU, old)
+
+
+def _diagnose_note() -> str:
+    try:
+        with open("/proc/sys/kernel/seccomp/actions_logged") as fh:
+            logged = fh.read().strip()
+    except OSError:
+        logged = "unknown"
+    return ("SECCOMP_FILTER_FLAG_LOG set: the kernel logs this filter's non-allow decisions to the "
+            f"audit log (dmesg / journalctl -k / audit.log); actions logged here: {logged}. "
+            "USER_NOTIF decisions are recorded by bubble's own events.")

@@ -1,0 +1,217 @@
+"""The supervisor loop: receive a notification, decode, decide, answer, record.
+
+Single-threaded and never blocked by the target: memory reads are bounded, the answer is sent
+before the event is written, and the loop ends when the listener reports POLLHUP (no task uses
+the filter any more), however many descendants the target left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import os
+import select
+import struct
+from collections.abc import Callable
+
+from bubble import events
+from bubble.policy import Policy
+from bubble.sandbox import _abi
+from bubble.sandbox import _libseccomp as scmp
+from bubble.sandbox._libc import pidfd_getfd, pidfd_open
+from bubble.sandbox.decide import CONTINUE, DENY, INJECT, Decision, alert, decide
+from bubble.sandbox.decode import Decoder
+from bubble.sandbox.procmem import status_field
+from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
+
+_ZERO = bytes(_abi.NOTIF_SIZE)
+_NON_NATIVE_EXIT = frozenset({"exit", "exit_group"})
+_UNKNOWN = Syscall("unknown", -1, "sys", (), "sys")
+
+
+class Supervisor:
+    """Serves one listener for one run."""
+
+    def __init__(self, listener: int, policy: Policy, writer: events.EventWriter,
+                 exempt: frozenset[int] = frozenset()) -> None:
+        self.listener = listener
+        self.policy = policy
+        self.writer = writer
+        self.decoder = Decoder()
+        self.exempt = exempt  # our own helper processes (pidns init): not the target's RSS
+        self.max_rss_kb = 0
+        self.handled = 0
+        self._buf = bytearray(_abi.NOTIF_SIZE)
+        self._resp = bytearray(_abi.RESP_SIZE)
+        self._names: dict[tuple[int, int], str] = {}
+
+    # -- answering ---------------------------------------------------------------------------
+    def _send(self, nid: int, error: int, flags: int) -> None:
+        _abi.RESP.pack_into(self._resp, 0, nid, 0, -error, flags)
+        try:
+            fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_SEND, self._resp, True)
+        except OSError as err:
+            if err.errno != errno.ENOENT:  # ENOENT: the caller died or was interrupted
+                raise
+
+    def _valid(self, nid: int) -> bool:
+        try:
+            fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_ID_VALID, struct.pack("<Q", nid))
+            return True
+        except OSError:
+            return False
+
+    def _inject(self, nid: int, pid: int, source: str, flags: int) -> int:
+        """Open `source` ourselves (or dup the target's own fd) and install it as the result."""
+        if source.startswith("fd:"):
+            tgid = status_field(pid, "Tgid") or pid
+            pidfd = pidfd_open(tgid)
+            try:
+                fd = pidfd_getfd(pidfd, int(source[3:]))
+            finally:
+                os.close(pidfd)
+        else:
+            access = flags & 3 if flags & 3 != 3 else os.O_RDWR
+            fd = os.open(source, access | (flags & (os.O_APPEND | os.O_NONBLOCK)) | os.O_CLOEXEC)
+        try:
+            addfd = _abi.ADDFD.pack(nid, _abi.ADDFD_FLAG_SEND, fd, 0, flags & os.O_CLOEXEC)
+            buf = bytearray(addfd)
+            return fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_ADDFD, buf, True)
+        finally:
+            os.close(fd)
+
+    # -- one notification --------------------------------------------------------------------
+    def handle(self) -> None:
+        buf = self._buf
+        buf[:] = _ZERO  # the kernel rejects a non-zeroed buffer with EINVAL
+        try:
+            fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_RECV, buf, True)
+        except OSError as err:
+            if err.errno in (errno.ENOENT, errno.EINTR):
+                return  # the caller went away between poll and receive
+            raise
+        nid, pid, _flags, nr, arch, _ip, *regs = _abi.NOTIF.unpack(buf)
+        args = tuple(regs)
+        self.handled += 1
+        if arch != _abi.AUDIT_ARCH_X86_64 or nr & _abi.X32_SYSCALL_BIT:
+            decision = self._non_native(pid, nr, arch, args)
+        else:
+            row = BY_NR.get(nr, _UNKNOWN)
+            if row.category == "internal":
+                if pid not in self.exempt:
+                    hwm = status_field(pid, "VmHWM")
+                    if hwm and hwm > self.max_rss_kb and not self._is_ns_init(pid):
+                        self.max_rss_kb = hwm
+                self._send(nid, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
+                return
+            decision = self._native(row, pid, nr, args)
+        self._answer(nid, pid, nr, args, decision)
+
+    def _native(self, row: Syscall, pid: int, nr: int, args: tuple[int, ...]) -> Decision:
+        ctx = self.decoder.fields(row, pid, args, self.policy.peek_tx)
+        how_flags = None
+        if row.name == "openat2":
+            how_flags, extra = self.decoder.open_how(pid, args[2])
+            ctx.update(extra)
+        return decide(row, nr, pid, ctx, self.policy, how_flags)
+
+    def _non_native(self, pid: int, nr: int, arch: int, args: tuple[int, ...]) -> Decision:
+        if nr & _abi.X32_SYSCALL_BIT and arch == _abi.AUDIT_ARCH_X86_64:
+            arch_name, name = "x32", BY_NR.get(nr & ~_abi.X32_SYSCALL_BIT, _UNKNOWN).name
+        else:
+            arch_name = _abi.ARCH_NAMES.get(arch, hex(arch))
+            key = (arch, nr)
+            name = self._names.get(key) or self._names.setdefault(key, scmp.name_of(arch, nr) or f"#{nr}")
+        if name in _NON_NATIVE_EXIT:
+            return Decision(CONTINUE, None)  # let it end: never kill by policy
+        row = BY_NAME.get(name)
+        ctx = self.decoder.fields(row, pid, args) if row and row.category in ("fs", "net") else {}
+        ctx["arch"] = arch_name
+        ctx["detail"] = f"non-native ABI ({arch_name}): denied"
+        return alert(row or _UNKNOWN, nr, pid, ctx, category=row.category if row else "sys",
+                     name=name)
+
+    def _answer(self, nid: int, pid: int, nr: int, args: tuple[int, ...], d: Decision) -> None:
+        event = d.event
+        if not self._valid(nid):
+            # The caller died or was interrupted while we read its memory: what we read may
+            # belong to someone else now. Record the call, not the context.
+            if event is not None and isinstance(event, events.Call):
+                event = events.Call(type=event.type, pid=pid, category=event.category,
+                                    syscall=event.syscall, syscall_no=nr, denied=event.denied,
+                                    reason=event.reason, decision=event.decision,
+                                    detail="caller gone before the answer")
+            if event is not None:
+                self.writer.emit(event)
+            return
+        if d.action == DENY:
+            self._send(nid, d.errno, 0)
+        elif d.action == CONTINUE:
+            self._send(nid, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
+        elif d.action == INJECT:
+            flags = self._open_flags(nr, args)
+            try:
+                fd = self._inject(nid, pid, d.source, flags)
+                detail = f"pseudo-device: supervisor opened {d.source}, installed as fd {fd}"
+            except OSError as err:
+                self._send(nid, err.errno or errno.EPERM, 0)
+                detail = f"pseudo-device {d.source}: {os.strerror(err.errno or 0)}"
+            event = dataclasses.replace(event, detail=detail)  # type: ignore[arg-type]
+        if event is not None:
+            self.writer.emit(event)
+
+    def _is_ns_init(self, pid: int) -> bool:
+        """Our PID-namespace init (PID 1 inside) is the launcher's, not the target's."""
+        if not self.policy.pidns:
+            return False
+        try:
+            with open(f"/proc/{pid}/status", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"NSpid:"):
+                        return line.split()[-1] == b"1"
+        except OSError:
+            pass
+        return False
+
+    @staticmethod
+    def _open_flags(nr: int, args: tuple[int, ...]) -> int:
+        name = BY_NR[nr].name
+        if name == "creat":
+            return os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        if name == "open":
+            return args[1] & 0xFFFFFFFF
+        if name == "openat":
+            return args[2] & 0xFFFFFFFF
+        return os.O_WRONLY  # openat2: its flags are in memory; write-only is the safe reading
+
+    # -- the loop ----------------------------------------------------------------------------
+    def serve(self, extra: dict[int, Callable[[], bool]], timeout: Callable[[], float | None],
+              on_timeout: Callable[[], None]) -> None:
+        """Serve until no task uses the filter. `extra`: other fds to watch (fd -> callback
+        returning False at end of file);
+        `timeout()`: seconds until `on_timeout` should run, or None."""
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        for fd in extra:
+            poller.register(fd, select.POLLIN)
+        while True:
+            self.writer.flush()
+            left = timeout()
+            ready = poller.poll(None if left is None else max(0, int(left * 1000) + 1))
+            if not ready:
+                on_timeout()
+                continue
+            for fd, mask in ready:
+                if fd == self.listener:
+                    if mask & select.POLLIN:
+                        self.handle()
+                    elif mask & (select.POLLHUP | select.POLLERR):
+                        self.writer.flush()
+                        return
+                else:
+                    if mask & select.POLLNVAL:
+                        poller.unregister(fd)
+                        continue
+                    if extra[fd]() is False:  # the callback saw end of file
+                        poller.unregister(fd)

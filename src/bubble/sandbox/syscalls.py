@@ -1,0 +1,212 @@
+"""THE syscall table: every mediated x86_64 system call, its category, its argument roles and
+the rule that routes it to the supervisor. The filter (`filter.py`), the decoder
+(`decode.py`), the decision (`decide.py`), the docs (`docs/syscalls.md`) and the coverage test
+all read this one table.
+
+Argument roles (one per register, in order):
+  path, path2      a NUL-terminated path in target memory (path2: second path, e.g. rename's new)
+  ltarget          a symlink's contents (a string, not resolved)
+  dirfd, dirfd2    directory fd that a following relative path is resolved against
+  fd               a file descriptor the call acts on
+  oflags, mode     open(2) flags / permission bits
+  how              pointer to struct open_how (openat2)
+  uid, gid         chown owners
+  xname            an extended attribute's name (string)
+  sockaddr         pointer to a socket address, length in the next register
+  domain, socktype, proto   socket(2) arguments
+  buf, len         a payload pointer and its length (sendto)
+  msghdr, mmsghdr  pointer to struct msghdr / struct mmsghdr array
+  argv             pointer to a NULL-terminated array of strings (exec)
+  pid, cmd         a process id / an ioctl request number
+  -                not decoded
+
+Rules (what puts the call in the filter; see filter.py):
+  fs          always notified: denied under --deny-fs=1, logged as fs.write under --deny-fs=0
+  open:K      notified when register K has a write, create, truncate or tmpfile bit
+  exec        notified with --notify-exec, then CONTINUE
+  socket      under --deny-net=1 every family but AF_UNIX, and AF_UNIX datagram sockets;
+              with --trace-net every family but AF_UNIX
+  socketpair  under --deny-net=1 AF_UNIX datagram pairs
+  addr        notified under --deny-net=1 or --trace-net (bind also under --deny-fs=1)
+  sendto      notified when a destination address is given (or always with --peek-tx)
+  msg         notified with --trace-net (see EXCLUDED for --deny-net=1)
+  sys         always notified and denied with EPERM
+  enosys      always notified and answered ENOSYS (io_uring bypasses seccomp)
+  signal:K    notified when register K names the supervisor (pid, -1 or its group)
+  ioctl       notified for TIOCSTI / TIOCLINUX (keystroke injection into the terminal)
+  seccomp     notified for a filter that asks for a second notification listener
+  exit        internal: notified to read the exiting process's peak RSS, then CONTINUE
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Syscall:
+    """One row of the table."""
+
+    name: str
+    nr: int  # x86_64 number
+    category: str  # fs | net | sys | exec | internal
+    args: tuple[str, ...]
+    rule: str
+    note: str = ""
+
+
+def _row(name: str, nr: int, category: str, args: str, rule: str, note: str = "") -> Syscall:
+    return Syscall(name, nr, category, tuple(args.split()) if args else (), rule, note)
+
+
+TABLE: tuple[Syscall, ...] = (
+    # --- filesystem mutations -------------------------------------------------------------
+    _row("open", 2, "fs", "path oflags mode", "open:1"),
+    _row("openat", 257, "fs", "dirfd path oflags mode", "open:2"),
+    _row("creat", 85, "fs", "path mode", "fs"),
+    _row("openat2", 437, "fs", "dirfd path how -", "fs", "flags live in memory: read-only opens answer ENOSYS so callers fall back to openat"),
+    _row("unlink", 87, "fs", "path", "fs"),
+    _row("unlinkat", 263, "fs", "dirfd path -", "fs"),
+    _row("rmdir", 84, "fs", "path", "fs"),
+    _row("rename", 82, "fs", "path path2", "fs"),
+    _row("renameat", 264, "fs", "dirfd path dirfd2 path2", "fs"),
+    _row("renameat2", 316, "fs", "dirfd path dirfd2 path2 -", "fs"),
+    _row("mkdir", 83, "fs", "path mode", "fs"),
+    _row("mkdirat", 258, "fs", "dirfd path mode", "fs"),
+    _row("mknod", 133, "fs", "path mode -", "fs"),
+    _row("mknodat", 259, "fs", "dirfd path mode -", "fs"),
+    _row("link", 86, "fs", "path path2", "fs"),
+    _row("linkat", 265, "fs", "dirfd path dirfd2 path2 -", "fs"),
+    _row("symlink", 88, "fs", "ltarget path", "fs"),
+    _row("symlinkat", 266, "fs", "ltarget dirfd path", "fs"),
+    _row("truncate", 76, "fs", "path -", "fs"),
+    _row("chmod", 90, "fs", "path mode", "fs"),
+    _row("fchmod", 91, "fs", "fd mode", "fs", "works on an O_RDONLY fd: ownership, not the fd's mode, decides"),
+    _row("fchmodat", 268, "fs", "dirfd path mode", "fs"),
+    _row("fchmodat2", 452, "fs", "dirfd path mode -", "fs"),
+    _row("chown", 92, "fs", "path uid gid", "fs"),
+    _row("fchown", 93, "fs", "fd uid gid", "fs"),
+    _row("lchown", 94, "fs", "path uid gid", "fs"),
+    _row("fchownat", 260, "fs", "dirfd path uid gid -", "fs"),
+    _row("utime", 132, "fs", "path -", "fs"),
+    _row("utimes", 235, "fs", "path -", "fs"),
+    _row("futimesat", 261, "fs", "dirfd path -", "fs"),
+    _row("utimensat", 280, "fs", "dirfd path - -", "fs", "a NULL path means futimens(dirfd)"),
+    _row("setxattr", 188, "fs", "path xname - - -", "fs"),
+    _row("lsetxattr", 189, "fs", "path xname - - -", "fs"),
+    _row("fsetxattr", 190, "fs", "fd xname - - -", "fs"),
+    _row("setxattrat", 463, "fs", "dirfd path - xname - -", "fs"),
+    _row("removexattr", 197, "fs", "path xname", "fs"),
+    _row("lremovexattr", 198, "fs", "path xname", "fs"),
+    _row("fremovexattr", 199, "fs", "fd xname", "fs"),
+    _row("removexattrat", 466, "fs", "dirfd path - xname", "fs"),
+    _row("mq_open", 240, "fs", "path oflags mode -", "open:1", "creates or writes a POSIX message queue in the mqueue filesystem"),
+    _row("mq_unlink", 241, "fs", "path", "fs"),
+    # --- network ----------------------------------------------------------------------------
+    _row("socket", 41, "net", "domain socktype proto", "socket"),
+    _row("socketpair", 53, "net", "domain socktype proto -", "socketpair", "an AF_UNIX datagram socket could address any named socket with sendmsg"),
+    _row("connect", 42, "net", "fd sockaddr -", "addr"),
+    _row("bind", 49, "net", "fd sockaddr -", "addr", "an AF_UNIX path bind creates a file: under --deny-fs=1 it is an fs denial"),
+    _row("sendto", 44, "net", "fd buf len - sockaddr -", "sendto"),
+    _row("sendmsg", 46, "net", "fd msghdr -", "msg"),
+    _row("sendmmsg", 307, "net", "fd mmsghdr - -", "msg"),
+    # --- process observation ----------------------------------------------------------------
+    _row("execve", 59, "exec", "path argv -", "exec"),
+    _row("execveat", 322, "exec", "dirfd path argv - -", "exec"),
+    # --- always denied: ways out of the sandbox or into the kernel -------------------------
+    _row("ptrace", 101, "sys", "- pid - -", "sys"),
+    _row("process_vm_writev", 311, "sys", "pid - - - - -", "sys"),
+    _row("pidfd_getfd", 438, "sys", "fd fd -", "sys"),
+    _row("mount", 165, "sys", "path path2 - - -", "sys"),
+    _row("umount2", 166, "sys", "path -", "sys"),
+    _row("pivot_root", 155, "sys", "path path2", "sys"),
+    _row("chroot", 161, "sys", "path", "sys"),
+    _row("fsopen", 430, "sys", "path -", "sys"),
+    _row("fsconfig", 431, "sys", "fd - - - -", "sys"),
+    _row("fsmount", 432, "sys", "fd - -", "sys"),
+    _row("fspick", 433, "sys", "dirfd path -", "sys"),
+    _row("move_mount", 429, "sys", "dirfd path dirfd2 path2 -", "sys"),
+    _row("open_tree", 428, "sys", "dirfd path -", "sys"),
+    _row("mount_setattr", 442, "sys", "dirfd path - - -", "sys"),
+    _row("init_module", 175, "sys", "- - -", "sys"),
+    _row("finit_module", 313, "sys", "fd - -", "sys"),
+    _row("delete_module", 176, "sys", "path -", "sys"),
+    _row("kexec_load", 246, "sys", "- - - -", "sys"),
+    _row("kexec_file_load", 320, "sys", "fd fd - - -", "sys"),
+    _row("bpf", 321, "sys", "- - -", "sys"),
+    _row("perf_event_open", 298, "sys", "- pid - - -", "sys"),
+    _row("keyctl", 250, "sys", "- - - - -", "sys"),
+    _row("add_key", 248, "sys", "- - - - -", "sys"),
+    _row("request_key", 249, "sys", "- - - -", "sys"),
+    _row("userfaultfd", 323, "sys", "-", "sys"),
+    _row("acct", 163, "sys", "path", "sys", "the kernel would write the accounting file on the target's behalf"),
+    _row("swapon", 167, "sys", "path -", "sys"),
+    _row("swapoff", 168, "sys", "path", "sys"),
+    _row("reboot", 169, "sys", "- - - -", "sys"),
+    _row("quotactl", 179, "sys", "- path - -", "sys"),
+    _row("quotactl_fd", 443, "sys", "fd - - -", "sys"),
+    _row("open_by_handle_at", 304, "sys", "fd - oflags", "sys", "opens by inode handle, bypassing path checks"),
+    _row("setns", 308, "sys", "fd -", "sys"),
+    _row("iopl", 172, "sys", "-", "sys"),
+    _row("ioperm", 173, "sys", "- - -", "sys"),
+    _row("settimeofday", 164, "sys", "- -", "sys"),
+    _row("clock_settime", 227, "sys", "- -", "sys"),
+    _row("sethostname", 170, "sys", "- -", "sys"),
+    _row("setdomainname", 171, "sys", "- -", "sys"),
+    _row("vhangup", 153, "sys", "", "sys"),
+    _row("uselib", 134, "sys", "path", "sys"),
+    _row("io_uring_setup", 425, "sys", "- -", "enosys", "io_uring performs I/O that seccomp never sees"),
+    _row("io_uring_enter", 426, "sys", "fd - - - - -", "enosys"),
+    _row("io_uring_register", 427, "sys", "fd - - -", "enosys"),
+    _row("ioctl", 16, "sys", "fd cmd -", "ioctl", "TIOCSTI/TIOCLINUX push keystrokes into the terminal"),
+    _row("seccomp", 317, "sys", "- - -", "seccomp", "a second listener would take notifications from us"),
+    _row("kill", 62, "sys", "pid -", "signal:0"),
+    _row("tkill", 200, "sys", "pid -", "signal:0"),
+    _row("tgkill", 234, "sys", "pid - -", "signal:0"),
+    _row("rt_sigqueueinfo", 129, "sys", "pid - -", "signal:0"),
+    _row("rt_tgsigqueueinfo", 297, "sys", "pid - - -", "signal:0"),
+    _row("pidfd_open", 434, "sys", "pid -", "signal:0", "a pidfd of the supervisor could signal it"),
+    # --- internal ---------------------------------------------------------------------------
+    _row("exit_group", 231, "internal", "-", "exit", "read VmHWM before the mm is gone: wait4's ru_maxrss would include the pre-exec launcher"),
+)
+
+BY_NR: dict[int, Syscall] = {s.nr: s for s in TABLE}
+BY_NAME: dict[str, Syscall] = {s.name: s for s in TABLE}
+
+# Syscalls that change state but are deliberately NOT mediated, with the reason.
+EXCLUDED: dict[str, str] = {
+    "write": "needs an fd opened for writing; under --deny-fs=1 only inherited stdio, pipes, sockets and memfds can be",
+    "pwrite64": "as write",
+    "writev": "as write",
+    "pwritev": "as write",
+    "pwritev2": "as write",
+    "ftruncate": "needs a writable fd (see write); memfd sizing must keep working",
+    "fallocate": "needs a writable fd (see write)",
+    "copy_file_range": "needs a writable destination fd (see write)",
+    "splice": "writes only to fds the target could already write",
+    "tee": "pipes only",
+    "sendfile": "writes only to fds the target could already write",
+    "vmsplice": "pipes only",
+    "msync": "writes back only MAP_SHARED mappings of fds opened for writing",
+    "sync": "flushes caches, changes no file content",
+    "syncfs": "as sync",
+    "fsync": "as sync",
+    "fdatasync": "as sync",
+    "sync_file_range": "as sync",
+    "flock": "advisory lock, no file change",
+    "memfd_create": "anonymous memory file, no path; linking it into the tree needs linkat (mediated)",
+    "memfd_secret": "anonymous memory",
+    "name_to_handle_at": "reads a handle; opening by handle (open_by_handle_at) is denied",
+    "inotify_add_watch": "observes, does not change",
+    "fanotify_mark": "observes; fanotify_init itself needs CAP_SYS_ADMIN",
+    "unshare": "a new user namespace grants nothing the filter allows: mount and friends stay denied in it",
+    "lookup_dcookie": "removed from the kernel",
+}
+
+# Sockets and messages under --deny-net=1, explained once for the docs.
+NET_NOTES = (
+    "Under --deny-net=1 only AF_UNIX stream and seqpacket sockets can exist (socket(), "
+    "socketpair() deny datagram ones in BPF, from registers). A name in sendmsg/sendmmsg is "
+    "ignored or refused by the kernel for such sockets, so those calls need no check that "
+    "would read target memory; connect, bind and sendto with an address are denied."
+)
