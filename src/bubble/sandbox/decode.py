@@ -178,6 +178,8 @@ class Decoder:
                 dirfd = s32(value)
             elif role == "dirfd2":
                 dirfd2 = s32(value)
+            elif role == "mqname":
+                out["path"] = "/dev/mqueue/" + self.mem.text(pid, value, 256).lstrip("/")
             elif role == "ltarget":
                 out["path2"] = self.mem.text(pid, value)
             elif role == "oflags":

@@ -12,6 +12,7 @@ Argument roles (one per register, in order):
   how              pointer to struct open_how (openat2)
   uid, gid         chown owners
   xname            an extended attribute's name (string)
+  mqname           a POSIX message queue name (reported as /dev/mqueue/NAME)
   sockaddr         pointer to a socket address, length in the next register
   domain, socktype, proto   socket(2) arguments
   buf, len         a payload pointer and its length (sendto)
@@ -100,8 +101,8 @@ TABLE: tuple[Syscall, ...] = (
     _row("lremovexattr", 198, "fs", "path xname", "fs"),
     _row("fremovexattr", 199, "fs", "fd xname", "fs"),
     _row("removexattrat", 466, "fs", "dirfd path - xname", "fs"),
-    _row("mq_open", 240, "fs", "path oflags mode -", "open:1", "creates or writes a POSIX message queue in the mqueue filesystem"),
-    _row("mq_unlink", 241, "fs", "path", "fs"),
+    _row("mq_open", 240, "fs", "mqname oflags mode -", "open:1", "creates or writes a POSIX message queue in the mqueue filesystem"),
+    _row("mq_unlink", 241, "fs", "mqname", "fs"),
     # --- network ----------------------------------------------------------------------------
     _row("socket", 41, "net", "domain socktype proto", "socket"),
     _row("socketpair", 53, "net", "domain socktype proto -", "socketpair", "an AF_UNIX datagram socket could address any named socket with sendmsg"),

@@ -1,0 +1,93 @@
+"""Shared fixtures: the probe program, a runner for `bubble run`, and a work directory the
+target's user can use (when tests run as root, targets run as `nobody`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE_SRC = ROOT / "tests" / "probes" / "probe.c"
+PROBE_BIN = ROOT / "tests" / "probes" / "bin" / "probe"
+NOBODY = pwd.getpwnam("nobody")
+AS_ROOT = os.geteuid() == 0
+
+
+def target_ids() -> tuple[int, int]:
+    """uid/gid the target runs as under default flags."""
+    return (NOBODY.pw_uid, NOBODY.pw_gid) if AS_ROOT else (os.getuid(), os.getgid())
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+    events: list[dict] = field(default_factory=list)
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == kind]
+
+    @property
+    def alerts(self) -> list[dict]:
+        return self.of_type("policy.alert")
+
+    @property
+    def exit(self) -> dict:
+        assert self.events and self.events[-1]["type"] == "process.exit", self.events[-3:]
+        return self.events[-1]
+
+
+def run_bubble(argv: list[str], flags: list[str] = (), timeout: float = 60, input: str | None = None,
+               cwd: str | None = None, env: dict | None = None) -> Result:
+    """`bubble run FLAGS -- ARGV`, events to a private file; parses every event line."""
+    with tempfile.NamedTemporaryFile("r", suffix=".ndjson") as ev:
+        cmd = [sys.executable, "-m", "bubble", "run", "--events", ev.name, *flags, "--", *argv]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input,
+                              cwd=cwd, env=env)
+        events = [json.loads(line) for line in Path(ev.name).read_text().splitlines()]
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)), "seq must be contiguous from 1"
+    return Result(proc.returncode, proc.stdout, proc.stderr, events)
+
+
+@pytest.fixture(scope="session")
+def probe() -> str:
+    """Path of the compiled probe program (built once per session with gcc)."""
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is missing: `make test` installs it (apt-get install gcc libc6-dev)")
+    if not PROBE_BIN.exists() or PROBE_BIN.stat().st_mtime < PROBE_SRC.stat().st_mtime:
+        PROBE_BIN.parent.mkdir(exist_ok=True)
+        subprocess.run(["gcc", "-O1", "-Wall", "-o", str(PROBE_BIN), str(PROBE_SRC), "-lpthread"],
+                       check=True)
+    return str(PROBE_BIN)
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """An empty directory the target's user owns and can write when writes are allowed."""
+    path = Path(tempfile.mkdtemp(prefix="bubble-test-", dir="/tmp"))
+    os.chmod(path, 0o777)
+    if AS_ROOT:
+        os.chown(path, *target_ids())
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def give(path: Path) -> Path:
+    """Hand `path` to the target's user (so allowed operations can succeed)."""
+    if AS_ROOT:
+        os.lchown(path, *target_ids())
+    return path
