@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_events_doc import assert_documented
+
 ROOT = Path(__file__).resolve().parent.parent
 PROBE_SRC = ROOT / "tests" / "probes" / "probe.c"
 PROBE_BIN = ROOT / "tests" / "probes" / "bin" / "probe"
@@ -48,16 +50,25 @@ class Result:
         return self.events[-1]
 
 
-def run_bubble(argv: list[str], flags: list[str] = (), timeout: float = 60, input: str | None = None,
-               cwd: str | None = None, env: dict | None = None) -> Result:
+def run_bubble(
+    argv: list[str],
+    flags: list[str] = (),
+    timeout: float = 60,
+    input: str | None = None,
+    cwd: str | None = None,
+    env: dict | None = None,
+) -> Result:
     """`bubble run FLAGS -- ARGV`, events to a private file; parses every event line."""
     with tempfile.NamedTemporaryFile("r", suffix=".ndjson") as ev:
         cmd = [sys.executable, "-m", "bubble", "run", "--events", ev.name, *flags, "--", *argv]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input,
-                              cwd=cwd, env=env)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, input=input, cwd=cwd, env=env
+        )
         events = [json.loads(line) for line in Path(ev.name).read_text().splitlines()]
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(1, len(seqs) + 1)), "seq must be contiguous from 1"
+    for event in events:
+        assert_documented(event)  # every field a real run emits is in docs/events.md
     return Result(proc.returncode, proc.stdout, proc.stderr, events)
 
 
@@ -68,8 +79,9 @@ def probe() -> str:
         pytest.fail("gcc is missing: `make test` installs it (apt-get install gcc libc6-dev)")
     if not PROBE_BIN.exists() or PROBE_BIN.stat().st_mtime < PROBE_SRC.stat().st_mtime:
         PROBE_BIN.parent.mkdir(exist_ok=True)
-        subprocess.run(["gcc", "-O1", "-Wall", "-o", str(PROBE_BIN), str(PROBE_SRC), "-lpthread"],
-                       check=True)
+        subprocess.run(
+            ["gcc", "-O1", "-Wall", "-o", str(PROBE_BIN), str(PROBE_SRC), "-lpthread"], check=True
+        )
     return str(PROBE_BIN)
 
 

@@ -110,7 +110,9 @@ Event = Spawn | Call | Msg | Exit
 EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Msg, Exit)
 
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_CLASSES}
-_KEEP_NULL = {cls: getattr(cls, "KEEP_NULL", frozenset()) for cls in EVENT_CLASSES}
+_KEEP_NULL: dict[type, frozenset[str]] = {
+    cls: getattr(cls, "KEEP_NULL", frozenset()) for cls in EVENT_CLASSES
+}
 
 
 class Clock:

@@ -62,13 +62,25 @@ FS_CASES: dict[str, tuple[list[str], str, str | None]] = {
     "lremovexattr": (["s:{d}/f", "s:user.old"], "{d}/f", None),
     "fremovexattr": (["fd:{d}/f", "s:user.old"], "{d}/f", None),
     "removexattrat": (["cwd", "s:{d}/f", "0", "s:user.old"], "{d}/f", None),
+    "file_setattr": (["cwd", "s:{d}/f", "how:0:0", "24", "0"], "{d}/f", None),
     "mq_open": (["s:bubble-test-q", "0x42", "0600", "null"], "/dev/mqueue/bubble-test-q", None),
     "mq_unlink": (["s:bubble-test-q-absent"], "/dev/mqueue/bubble-test-q-absent", None),
 }
-OPEN_FLAGS = {"open": "O_WRONLY|O_CREAT", "openat": "O_WRONLY|O_CREAT|O_TRUNC",
-              "openat2": "O_WRONLY|O_CREAT"}
+OPEN_FLAGS = {
+    "open": "O_WRONLY|O_CREAT",
+    "openat": "O_WRONLY|O_CREAT|O_TRUNC",
+    "openat2": "O_WRONLY|O_CREAT",
+}
 # Calls that cannot change what a snapshot sees, or cannot succeed as an unprivileged user.
-NO_VISIBLE_EFFECT = {"chown", "fchown", "lchown", "fchownat", "mq_open", "mq_unlink"}
+NO_VISIBLE_EFFECT = {
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "mq_open",
+    "mq_unlink",
+    "file_setattr",
+}
 NOT_ALLOWED_NATIVELY = {"mq_unlink"}  # the queue does not exist: ENOENT natively
 
 
@@ -90,8 +102,16 @@ def snapshot(d: Path) -> dict[str, tuple]:
         st = p.lstat()
         xattrs = tuple(sorted(os.listxattr(p, follow_symlinks=False))) if not p.is_symlink() else ()
         content = p.read_bytes() if p.is_file() and not p.is_symlink() else b""
-        out[str(p.relative_to(d))] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
-                                      st.st_nlink, content, xattrs)
+        out[str(p.relative_to(d))] = (
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_nlink,
+            content,
+            xattrs,
+        )
     return out
 
 
@@ -126,15 +146,17 @@ def test_fs_row_denied(row, probe, workdir):
     assert res.exit["exit_code"] == 0
 
 
-@pytest.mark.parametrize("row", [r for r in FS_ROWS if r.name not in NOT_ALLOWED_NATIVELY],
-                         ids=lambda r: r.name)
+@pytest.mark.parametrize(
+    "row", [r for r in FS_ROWS if r.name not in NOT_ALLOWED_NATIVELY], ids=lambda r: r.name
+)
 def test_fs_row_allowed_with_deny_fs_0(row, probe, workdir):
     args, path, _ = FS_CASES[row.name]
     _fixture(workdir)
     before = snapshot(workdir)
     try:
-        res = run_bubble([probe, "sys", str(row.nr), *_args(args, workdir)], ["--deny-fs=0"],
-                         cwd=str(workdir))
+        res = run_bubble(
+            [probe, "sys", str(row.nr), *_args(args, workdir)], ["--deny-fs=0"], cwd=str(workdir)
+        )
     finally:
         if row.name == "mq_open":
             _unlink_queue("bubble-test-q")
@@ -189,6 +211,16 @@ def test_sys_row_denied(row, probe):
     assert "ALIVE" in res.stdout
     [alert] = res.alerts
     assert (alert["syscall"], alert["category"], alert["denied"]) == (row.name, "sys", errno)
+
+
+@pytest.mark.parametrize("policy,expected", [([], "EPERM"), (["--deny-fs=0"], "0")])
+def test_inode_flag_ioctl_on_read_only_fd(policy, expected, probe, workdir):
+    """FS_IOC_SETFLAGS needs only ownership, not a writable fd: it is a filesystem mutation."""
+    _fixture(workdir)
+    res = run_bubble([probe, "sys", "16", f"fd:{workdir}/f", "0x40086602", "how:0:0"], policy)
+    assert f"errno={expected}" in _result_line(res.stdout), res.stdout
+    [event] = res.alerts or res.of_type("fs.write")
+    assert (event["syscall"], event["category"], event["path"]) == ("ioctl", "fs", f"{workdir}/f")
 
 
 def test_kill_minus_one_is_denied(probe):
@@ -262,20 +294,31 @@ def test_connect_denied_and_listener_gets_nothing(probe, tcp_listener):
     res = run_bubble([probe, "sys", "42", "sock:1:1", f"sa4:127.0.0.1:{port}", "16"])
     assert "errno=EPERM" in _result_line(res.stdout) and "ALIVE" in res.stdout
     [alert] = res.alerts
-    assert (alert["syscall"], alert["peer"], alert["port"], alert["family"]) == ("connect", "127.0.0.1", port, 2)
+    assert (alert["syscall"], alert["peer"], alert["port"], alert["family"]) == (
+        "connect",
+        "127.0.0.1",
+        port,
+        2,
+    )
     assert not _accepted(tcp_listener)
 
 
 def test_connect_allowed_with_deny_net_0(probe, tcp_listener):
     port = tcp_listener.getsockname()[1]
-    res = run_bubble([probe, "sys", "42", "sock:2:1", f"sa4:127.0.0.1:{port}", "16"], ["--deny-net=0"])
+    res = run_bubble(
+        [probe, "sys", "42", "sock:2:1", f"sa4:127.0.0.1:{port}", "16"], ["--deny-net=0"]
+    )
     assert "errno=0" in _result_line(res.stdout) and not res.alerts
     assert _accepted(tcp_listener)
 
 
 def test_connect_ipv6_and_unix_decoded(probe, workdir):
     res = run_bubble([probe, "sys", "42", "sock:1:1", "sa6:::1:8080", "28"])
-    assert (res.alerts[0]["peer"], res.alerts[0]["port"], res.alerts[0]["family_name"]) == ("::1", 8080, "AF_INET6")
+    assert (res.alerts[0]["peer"], res.alerts[0]["port"], res.alerts[0]["family_name"]) == (
+        "::1",
+        8080,
+        "AF_INET6",
+    )
     res = run_bubble([probe, "sys", "42", "sock:1:1", f"sun:{workdir}/sock", "110"])
     assert res.alerts[0]["peer"] == f"{workdir}/sock" and res.alerts[0]["family_name"] == "AF_UNIX"
     name = "bubble-abstract"
@@ -306,7 +349,9 @@ def test_bind_unix_denied_no_socket_file(probe, workdir):
 
 
 def test_bind_unix_path_is_an_fs_denial_when_only_net_allowed(probe, workdir):
-    res = run_bubble([probe, "sys", "49", "sock:1:1", f"sun:{workdir}/bsock", "110"], ["--deny-net=0"])
+    res = run_bubble(
+        [probe, "sys", "49", "sock:1:1", f"sun:{workdir}/bsock", "110"], ["--deny-net=0"]
+    )
     assert "errno=EPERM" in _result_line(res.stdout)
     assert res.alerts[0]["category"] == "fs" and res.alerts[0]["peer"] == f"{workdir}/bsock"
     assert not (workdir / "bsock").exists()
@@ -315,7 +360,11 @@ def test_bind_unix_path_is_an_fs_denial_when_only_net_allowed(probe, workdir):
 def test_sendto_with_address_denied(probe):
     res = run_bubble([probe, "sys", "44", "sock:1:1", "s:hi", "2", "0", "sa4:127.0.0.1:9", "16"])
     assert "errno=EPERM" in _result_line(res.stdout)
-    assert (res.alerts[0]["syscall"], res.alerts[0]["peer"], res.alerts[0]["port"]) == ("sendto", "127.0.0.1", 9)
+    assert (res.alerts[0]["syscall"], res.alerts[0]["peer"], res.alerts[0]["port"]) == (
+        "sendto",
+        "127.0.0.1",
+        9,
+    )
 
 
 def test_udp_to_loopback_listener_allowed_and_traced(probe):
@@ -324,14 +373,21 @@ def test_udp_to_loopback_listener_allowed_and_traced(probe):
     srv.settimeout(2)
     port = srv.getsockname()[1]
     try:
-        res = run_bubble([probe, "sys", "44", "sock:2:2", "s:hello", "5", "0", f"sa4:127.0.0.1:{port}", "16"],
-                         ["--deny-net=0", "--trace-net", "--peek-tx=16"])
+        res = run_bubble(
+            [probe, "sys", "44", "sock:2:2", "s:hello", "5", "0", f"sa4:127.0.0.1:{port}", "16"],
+            ["--deny-net=0", "--trace-net", "--peek-tx=16"],
+        )
         assert srv.recv(100) == b"hello"
     finally:
         srv.close()
     assert not res.alerts
     [peek] = res.of_type("net.tx.peek")
-    assert (peek["peer"], peek["port"], peek["bytes"], peek["hex"]) == ("127.0.0.1", port, 5, b"hello".hex())
+    assert (peek["peer"], peek["port"], peek["bytes"], peek["hex"]) == (
+        "127.0.0.1",
+        port,
+        5,
+        b"hello".hex(),
+    )
     [sock] = res.of_type("net.socket")
     assert sock["family_name"] == "AF_INET" and sock["decision"] == "ALLOW"
 
@@ -344,14 +400,21 @@ def test_sendmsg_traced(name, nr, probe):
     port = srv.getsockname()[1]
     try:
         extra = ["1", "0"] if name == "sendmmsg" else ["0"]
-        res = run_bubble([probe, "sys", nr, "sock:2:2", f"msg:ping@sa4:127.0.0.1:{port}", *extra],
-                         ["--deny-net=0", "--trace-net", "--peek-tx=8"])
+        res = run_bubble(
+            [probe, "sys", nr, "sock:2:2", f"msg:ping@sa4:127.0.0.1:{port}", *extra],
+            ["--deny-net=0", "--trace-net", "--peek-tx=8"],
+        )
         if name == "sendmsg":
             assert srv.recv(100) == b"ping"
     finally:
         srv.close()
     [peek] = res.of_type("net.tx.peek")
-    assert (peek["syscall"], peek["peer"], peek["port"], peek["hex"]) == (name, "127.0.0.1", port, b"ping".hex())
+    assert (peek["syscall"], peek["peer"], peek["port"], peek["hex"]) == (
+        name,
+        "127.0.0.1",
+        port,
+        b"ping".hex(),
+    )
 
 
 def test_exec_logged_with_notify_exec(probe):
@@ -364,13 +427,28 @@ def test_exec_logged_with_notify_exec(probe):
 
 def test_every_row_is_exercised():
     names = {r.name for r in TABLE}
-    covered = set(FS_CASES) | {r.name for r in SYS_ROWS} | {
-        "socket", "socketpair", "connect", "bind", "sendto", "sendmsg", "sendmmsg", "execve",
-        "execveat", "exit_group"}
+    covered = (
+        set(FS_CASES)
+        | {r.name for r in SYS_ROWS}
+        | {
+            "socket",
+            "socketpair",
+            "connect",
+            "bind",
+            "sendto",
+            "sendmsg",
+            "sendmmsg",
+            "execve",
+            "execveat",
+            "exit_group",
+        }
+    )
     assert names <= covered, f"rows without a probe case: {sorted(names - covered)}"
 
 
 def test_execveat_logged(probe):
-    res = run_bubble([probe, "sys", "322", "cwd", "s:/bin/true", "null", "null", "0"], ["--notify-exec"])
+    res = run_bubble(
+        [probe, "sys", "322", "cwd", "s:/bin/true", "null", "null", "0"], ["--notify-exec"]
+    )
     [spawn] = [e for e in res.of_type("process.spawn") if e.get("syscall") == "execveat"]
     assert spawn["exe"] == "/bin/true" and res.exit["exit_code"] == 0

@@ -93,7 +93,7 @@ class RemoteReader:
         self._local.len = length
         self._remote.base = addr
         self._remote.len = length
-        n = _pvr(pid, self._lp, 1, self._rp, 1, 0)  # type: ignore[arg-type]
+        n = _pvr(pid, self._lp, 1, self._rp, 1, 0)
         if n < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))

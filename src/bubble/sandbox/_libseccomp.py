@@ -83,7 +83,9 @@ def lib() -> ctypes.CDLL:
 
 def _rc(result: int, what: str) -> None:
     if result < 0:
-        raise KernelError(f"libseccomp {what} failed: {os.strerror(-result)}", "see `bubble selftest`")
+        raise KernelError(
+            f"libseccomp {what} failed: {os.strerror(-result)}", "see `bubble selftest`"
+        )
 
 
 def resolve(name: str) -> int:

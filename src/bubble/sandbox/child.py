@@ -15,7 +15,8 @@ import signal
 from dataclasses import dataclass
 
 from bubble.policy import Policy
-from bubble.sandbox import _abi, filter as bpf_filter
+from bubble.sandbox import _abi
+from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import prctl, unshare
 
 
@@ -70,7 +71,11 @@ def _user_namespace() -> None:
     over the new PID namespace without changing who we are."""
     uid, gid = os.getuid(), os.getgid()
     unshare(_abi.CLONE_NEWUSER | _abi.CLONE_NEWPID)
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{uid} {uid} 1"),
+        ("gid_map", f"{gid} {gid} 1"),
+    ):
         with open(f"/proc/self/{name}", "w") as fh:
             fh.write(text)
 
@@ -87,7 +92,14 @@ def _close_fds(keep: set[int]) -> None:
 def _init(target: int, err_w: int) -> None:
     """PID 1 of the namespace: forward signals to the target, reap everyone, report the
     target's raw wait status to the supervisor, and exit (which ends the namespace)."""
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+    for sig in (
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    ):
         signal.signal(sig, lambda s, _f: os.kill(target, s))
     while True:
         try:
@@ -103,6 +115,9 @@ def main(plan: ChildPlan) -> None:
     """Never returns: execs the target or exits."""
     policy = plan.policy
     try:
+        # The parent made itself non-dumpable; we inherit that, which would make our own
+        # /proc/self files root-owned (no uid_map) and keep the parent from taking the listener.
+        prctl(_abi.PR_SET_DUMPABLE, 1)
         os.setpgid(0, 0)
         _foreground()
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
@@ -126,7 +141,7 @@ def main(plan: ChildPlan) -> None:
             cwd = plan.fallback_cwd
         _close_fds({plan.ready_w, plan.go_r, plan.err_w})
         prctl(_abi.PR_SET_NO_NEW_PRIVS, 1)
-        prctl(_abi.PR_SET_DUMPABLE, 1)  # the parent must be able to take the listener
+        prctl(_abi.PR_SET_DUMPABLE, 1)  # a uid change reset it: the parent must take the listener
         listener, killable = bpf_filter.load(plan.bpf, policy.diagnose)
     except OSError as err:
         _fail(plan.err_w, 125, f"sandbox set-up failed: {err}")
@@ -152,5 +167,3 @@ def main(plan: ChildPlan) -> None:
     except OSError as err:
         code = 127 if err.errno == 2 else 126
         _fail(plan.err_w, code, f"cannot execute {plan.path}: {err.strerror}")
-
-

@@ -15,6 +15,7 @@ from typing import Any
 from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox.decode import WRITE_INTENT
+from bubble.sandbox.filter import FS_IOCTLS
 from bubble.sandbox.syscalls import Syscall
 
 DENY = "deny"  # answer -errno
@@ -49,17 +50,34 @@ class Decision:
     source: str = ""  # for INJECT: a path to open, or "fd:N" to duplicate from the target
 
 
-def _call(kind: str, row_name: str, nr: int, pid: int, category: str, ctx: dict[str, Any],
-          **extra: Any) -> events.Call:
-    return events.Call(type=kind, pid=pid, category=category, syscall=row_name, syscall_no=nr,
-                       **ctx, **extra)
+def _call(
+    kind: str, row_name: str, nr: int, pid: int, category: str, ctx: dict[str, Any], **extra: Any
+) -> events.Call:
+    return events.Call(
+        type=kind, pid=pid, category=category, syscall=row_name, syscall_no=nr, **ctx, **extra
+    )
 
 
-def alert(row: Syscall, nr: int, pid: int, ctx: dict[str, Any], err: int = errno.EPERM,
-          category: str | None = None, name: str | None = None) -> Decision:
+def alert(
+    row: Syscall,
+    nr: int,
+    pid: int,
+    ctx: dict[str, Any],
+    err: int = errno.EPERM,
+    category: str | None = None,
+    name: str | None = None,
+) -> Decision:
     """Deny with `err` and log a policy.alert."""
-    event = _call(events.ALERT, name or row.name, nr, pid, category or row.category, ctx,
-                  reason="errno", denied=errno.errorcode[err])
+    event = _call(
+        events.ALERT,
+        name or row.name,
+        nr,
+        pid,
+        category or row.category,
+        ctx,
+        reason="errno",
+        denied=errno.errorcode[err],
+    )
     return Decision(DENY, event, err)
 
 
@@ -77,47 +95,78 @@ def pseudo_device(pid: int, path: str | None) -> str | None:
     return source
 
 
-def decide_fs(row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy,
-              how_flags: int | None) -> Decision:
-    if row.name == "openat2" and policy.deny_fs and how_flags is not None:
-        if not how_flags & WRITE_INTENT:
-            # We cannot CONTINUE on flags read from memory: make the caller use openat.
-            return alert(row, nr, pid, {**ctx, "detail": "read-only openat2: use openat"},
-                         errno.ENOSYS)
+def decide_fs(
+    row: Syscall,
+    nr: int,
+    pid: int,
+    ctx: dict[str, Any],
+    policy: Policy,
+    how_flags: int | None,
+    category: str = "fs",
+) -> Decision:
+    if (
+        row.name == "openat2"
+        and policy.deny_fs
+        and how_flags is not None
+        and not how_flags & WRITE_INTENT
+    ):
+        # We cannot CONTINUE on flags read from memory: make the caller use openat.
+        return alert(row, nr, pid, {**ctx, "detail": "read-only openat2: use openat"}, errno.ENOSYS)
     if not policy.deny_fs:
-        return _observe(events.FS_WRITE, row, nr, pid, ctx)
+        return Decision(
+            CONTINUE, _call(events.FS_WRITE, row.name, nr, pid, category, ctx, decision="ALLOW")
+        )
     if row.name in _OPENS:
         source = pseudo_device(pid, ctx.get("path"))
         if source is not None:
-            return Decision(INJECT, _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx,
-                                          decision="ALLOW"), source=source)
-    if row.name == "bind":
-        return alert(row, nr, pid, ctx, category="fs")
-    return alert(row, nr, pid, ctx)
+            return Decision(
+                INJECT,
+                _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW"),
+                source=source,
+            )
+    return alert(row, nr, pid, ctx, category=category)
 
 
 def decide_net(row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy) -> Decision:
     if policy.deny_net:
-        if row.name == "socket" and ctx.get("family") == 1 and ctx.get("sock_type", "")[:10] != "SOCK_DGRAM":
+        if (
+            row.name == "socket"
+            and ctx.get("family") == 1
+            and ctx.get("sock_type", "")[:10] != "SOCK_DGRAM"
+        ):
             # Reached only through a high-bits domain like (1<<32)|AF_UNIX: the kernel sees
             # AF_UNIX stream, which the policy allows. Decided on registers, not memory.
-            return Decision(CONTINUE, _call(events.NET_SOCKET, row.name, nr, pid, "net", ctx,
-                                            decision="ALLOW"))
+            return Decision(
+                CONTINUE, _call(events.NET_SOCKET, row.name, nr, pid, "net", ctx, decision="ALLOW")
+            )
         return alert(row, nr, pid, ctx)
     # --deny-net=0: only here for --trace-net, or a bind under --deny-fs=1 (the allow side of
     # that is backed by Landlock's MAKE_SOCK right, which does not depend on memory).
-    if row.name == "bind" and policy.deny_fs and ctx.get("family") == 1 and \
-            not str(ctx.get("peer", "@")).startswith(("@", "<")):
+    if (
+        row.name == "bind"
+        and policy.deny_fs
+        and ctx.get("family") == 1
+        and not str(ctx.get("peer", "@")).startswith(("@", "<"))
+    ):
         return alert(row, nr, pid, ctx, category="fs")
-    kind = {"socket": events.NET_SOCKET, "connect": events.NET_CONNECT,
-            "bind": events.NET_BIND}.get(row.name, events.NET_SEND)
+    kind = {
+        "socket": events.NET_SOCKET,
+        "connect": events.NET_CONNECT,
+        "bind": events.NET_BIND,
+    }.get(row.name, events.NET_SEND)
     if "hex" in ctx and kind == events.NET_SEND:
         kind = events.NET_PEEK
     return _observe(kind, row, nr, pid, ctx)
 
 
-def decide(row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy,
-           how_flags: int | None = None) -> Decision:
+def decide(
+    row: Syscall,
+    nr: int,
+    pid: int,
+    ctx: dict[str, Any],
+    policy: Policy,
+    how_flags: int | None = None,
+) -> Decision:
     """The answer for one notification of a native call described by `row`."""
     category = row.category
     if category == "fs":
@@ -127,8 +176,12 @@ def decide(row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy,
     if category == "exec":
         argv = ctx.pop("argv", None)
         exe = ctx.get("path", "")
-        return Decision(CONTINUE, events.Spawn(pid=pid, exe=exe, argv=argv, syscall=row.name,
-                                               syscall_no=nr))
+        return Decision(
+            CONTINUE, events.Spawn(pid=pid, exe=exe, argv=argv, syscall=row.name, syscall_no=nr)
+        )
+    if row.name == "ioctl" and ctx.pop("cmd", None) in FS_IOCTLS:
+        # Decided on the request register: inode flags are a filesystem mutation.
+        return decide_fs(row, nr, pid, {**ctx, "path": ctx.get("path")}, policy, None, "fs")
     if row.rule == "enosys":
         return alert(row, nr, pid, ctx, errno.ENOSYS)
     return alert(row, nr, pid, ctx)

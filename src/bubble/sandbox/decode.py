@@ -102,7 +102,8 @@ def sockaddr_fields(data: bytes, pid: int) -> dict[str, Any]:
             path = name.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
             out["peer"] = resolve(pid, -100, path)
     elif family == socket.AF_NETLINK and len(data) >= 12:
-        out["peer"] = "netlink:pid=%d,groups=%#x" % struct.unpack_from("<II", data, 4)
+        nl_pid, groups = struct.unpack_from("<II", data, 4)
+        out["peer"] = f"netlink:pid={nl_pid},groups={groups:#x}"
     else:
         out["peer"] = data[2:32].hex()
     return out
@@ -157,7 +158,9 @@ class Decoder:
             out["mode"] = mode & 0o7777
         return flags, out
 
-    def fields(self, row: Syscall, pid: int, args: tuple[int, ...], peek: int = 0) -> dict[str, Any]:
+    def fields(
+        self, row: Syscall, pid: int, args: tuple[int, ...], peek: int = 0
+    ) -> dict[str, Any]:
         """Event fields for `row` called with register values `args` (`peek`: payload bytes
         to copy for send calls)."""
         out: dict[str, Any] = {}
@@ -188,7 +191,7 @@ class Decoder:
                 out["mode"] = value & 0o177777
             elif role == "fd":
                 out.setdefault("fd", s32(value))
-                if row.category == "fs":
+                if row.category == "fs" or row.name == "ioctl":
                     out.setdefault("path", fd_path(pid, s32(value)))
             elif role == "uid":
                 out["uid"] = s32(value)
@@ -217,7 +220,8 @@ class Decoder:
             elif role == "pid":
                 out["detail"] = f"pid {s32(value)}"
             elif role == "cmd":
-                out["detail"] = f"request {value & 0xFFFFFFFF:#x}"
+                out["cmd"] = value & 0xFFFFFFFF  # consumed by decide(), not an event field
+                out["detail"] = f"ioctl request {value & 0xFFFFFFFF:#x}"
         if "oflags" in roles:
             # open(2) mode is meaningful only when a file may be created.
             flags = args[roles.index("oflags")]

@@ -25,6 +25,9 @@ O_WRITE_BITS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, 0x400000)  # las
 SOCK_TYPE_MASK = 0xF
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
+FS_IOC_SETFLAGS = 0x40086602
+FS_IOC_FSSETXATTR = 0x401C5820
+FS_IOCTLS = frozenset({FS_IOC_SETFLAGS, FS_IOC_FSSETXATTR})
 
 
 def _eq32(arg: int, value: int) -> scmp.Cmp:
@@ -48,9 +51,12 @@ def conditions(row: Syscall, policy: Policy, sup_pid: int, sup_pgid: int) -> lis
     if kind == "exec":
         return [[]] if policy.notify_exec else []
     if kind == "socket":
-        not_unix = [(0, scmp.CMP_NE, socket.AF_UNIX, 0)]
+        not_unix: list[scmp.Cmp] = [(0, scmp.CMP_NE, int(socket.AF_UNIX), 0)]
         if policy.deny_net:
-            dgram = [_eq32(0, socket.AF_UNIX), (1, scmp.CMP_MASKED_EQ, SOCK_TYPE_MASK, 2)]
+            dgram: list[scmp.Cmp] = [
+                _eq32(0, socket.AF_UNIX),
+                (1, scmp.CMP_MASKED_EQ, SOCK_TYPE_MASK, 2),
+            ]
             return [not_unix, dgram]
         return [not_unix] if tracing else []
     if kind == "socketpair":
@@ -65,7 +71,7 @@ def conditions(row: Syscall, policy: Policy, sup_pid: int, sup_pgid: int) -> lis
     if kind == "msg":
         return [[]] if tracing else []
     if kind == "ioctl":
-        return [[_eq32(1, TIOCSTI)], [_eq32(1, TIOCLINUX)]]
+        return [[_eq32(1, cmd)] for cmd in (TIOCSTI, TIOCLINUX, *sorted(FS_IOCTLS))]
     if kind == "seccomp":
         return [[_eq32(0, _abi.SECCOMP_SET_MODE_FILTER), _bits(1, _abi.FILTER_FLAG_NEW_LISTENER)]]
     if kind == "signal":

@@ -25,7 +25,9 @@ def resolve_program(name: str) -> str:
     if os.path.isdir(path):
         raise NotExecutable(f"{path}: is a directory", "name a program file")
     if not os.access(path, os.X_OK):
-        raise NotExecutable(f"{path}: not executable", f"chmod +x {path}, or run it through its interpreter")
+        raise NotExecutable(
+            f"{path}: not executable", f"chmod +x {path}, or run it through its interpreter"
+        )
     return path
 
 
@@ -50,20 +52,26 @@ def _open_events(events_path: str | None, events_fd: int | None) -> int:
         try:
             os.fstat(events_fd)
         except OSError:
-            raise UsageError(f"--events-fd {events_fd} is not open", "pass an open descriptor") from None
+            raise UsageError(
+                f"--events-fd {events_fd} is not open", "pass an open descriptor"
+            ) from None
         return events_fd
     if events_path in (None, "-"):
         return 2
     try:
         return os.open(events_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     except OSError as err:
-        raise UsageError(f"--events {events_path}: {err.strerror}", "give a writable file") from None
+        raise UsageError(
+            f"--events {events_path}: {err.strerror}", "give a writable file"
+        ) from None
 
 
-def launch(policy: Policy, argv: list[str], events: str | None = None,
-           events_fd: int | None = None) -> int:
+def launch(
+    policy: Policy, argv: list[str], events: str | None = None, events_fd: int | None = None
+) -> int:
     """Run `argv` under `policy`; returns the exit status DESIGN §3 defines."""
     from bubble.sandbox.session import Session
 
-    return Session(policy, argv, _open_events(events, events_fd), resolve_program(argv[0]),
-                   target_user(policy)).run()
+    return Session(
+        policy, argv, _open_events(events, events_fd), resolve_program(argv[0]), target_user(policy)
+    ).run()

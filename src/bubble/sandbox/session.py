@@ -39,8 +39,14 @@ def _read_line(fd: int) -> str:
 class Session:
     """Runs one target under one policy; `run()` returns the exit status."""
 
-    def __init__(self, policy: Policy, argv: list[str], events_fd: int, path: str,
-                 user: tuple[int | None, int | None, str | None]) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        argv: list[str],
+        events_fd: int,
+        path: str,
+        user: tuple[int | None, int | None, str | None],
+    ) -> None:
         self.policy = policy
         self.argv = argv
         self.path = path
@@ -61,7 +67,12 @@ class Session:
 
     def on_timeout(self) -> None:
         self.timed_out = True
-        self.writer.emit(events.Msg(action="timeout", message=f"timed out after {self.policy.timeout:g} s: killing the whole process tree"))
+        self.writer.emit(
+            events.Msg(
+                action="timeout",
+                message=f"timed out after {self.policy.timeout:g} s: killing the process tree",
+            )
+        )
         tree.kill_tree(os.getpid(), self.child_pid)
 
     def on_child_message(self, fd: int) -> bool:
@@ -83,7 +94,12 @@ class Session:
             if signum == signal.SIGCHLD:
                 self.reap()
             elif signum in _STOP_SIGNALS and not self.timed_out:
-                self.writer.emit(events.Msg(action="stop", message=f"bubble received {signal.Signals(signum).name}: killing the process tree"))
+                self.writer.emit(
+                    events.Msg(
+                        action="stop",
+                        message=f"got {signal.Signals(signum).name}: killing the process tree",
+                    )
+                )
                 tree.kill_tree(os.getpid(), self.child_pid)
         return True
 
@@ -122,8 +138,19 @@ class Session:
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for sig in (signal.SIGCHLD, *_STOP_SIGNALS):
             signal.signal(sig, lambda *_: None)
-        plan = child.ChildPlan(policy, self.path, self.argv, bpf, os.getpid(), self.uid, self.gid,
-                               fallback, ready_w, go_r, err_w)
+        plan = child.ChildPlan(
+            policy,
+            self.path,
+            self.argv,
+            bpf,
+            os.getpid(),
+            self.uid,
+            self.gid,
+            fallback,
+            ready_w,
+            go_r,
+            err_w,
+        )
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
@@ -157,20 +184,49 @@ class Session:
         try:
             fcntl.ioctl(listener, _abi.IOCTL_NOTIF_SET_FLAGS, _abi.USER_NOTIF_FD_SYNC_WAKE_UP)
         except OSError:
-            writer.emit(events.Msg(action="degraded", message="SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unavailable (kernel < 6.6): each denied call costs more"))
+            writer.emit(
+                events.Msg(
+                    action="degraded",
+                    message="SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unavailable (kernel < 6.6): "
+                    "each denied call costs more",
+                )
+            )
         if not killable:
-            writer.emit(events.Msg(action="degraded", message="SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV unavailable (kernel < 5.19): signals during a check restart the call"))
+            writer.emit(
+                events.Msg(
+                    action="degraded",
+                    message="SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV unavailable (kernel < 5.19): "
+                    "signals during a check restart the call",
+                )
+            )
         if policy.diagnose:
             writer.emit(events.Msg(action="diagnose", message=_diagnose_note()))
-        writer.emit(events.Spawn(pid=self.child_pid, exe=self.path, argv=self.argv, cwd=cwd,
-                                 ppid=os.getpid(), action="launcher.start", user=self.user))
+        writer.emit(
+            events.Spawn(
+                pid=self.child_pid,
+                exe=self.path,
+                argv=self.argv,
+                cwd=cwd,
+                ppid=os.getpid(),
+                action="launcher.start",
+                user=self.user,
+            )
+        )
         if policy.timeout:
             self.deadline = time.monotonic() + policy.timeout
-        sup = Supervisor(listener, policy, writer, frozenset({self.child_pid}) if policy.pidns else frozenset())
+        sup = Supervisor(
+            listener, policy, writer, frozenset({self.child_pid}) if policy.pidns else frozenset()
+        )
         os.write(go_w, b"G")
         try:
-            sup.serve({err_r: lambda: self.on_child_message(err_r), wake_r: lambda: self.on_signal(wake_r)},
-                      self.remaining, self.on_timeout)
+            sup.serve(
+                {
+                    err_r: lambda: self.on_child_message(err_r),
+                    wake_r: lambda: self.on_signal(wake_r),
+                },
+                self.remaining,
+                self.on_timeout,
+            )
         finally:
             os.close(listener)
         self.reap(block=True)
@@ -192,17 +248,28 @@ class Session:
             result = 128 + sig
         else:
             code = result = os.WEXITSTATUS(status)
-        rss = sup.max_rss_kb if sup and sup.max_rss_kb else (self.rusage.ru_maxrss if self.rusage else 0)
+        rss = (
+            sup.max_rss_kb
+            if sup and sup.max_rss_kb
+            else (self.rusage.ru_maxrss if self.rusage else 0)
+        )
         if self.error is not None and self.error[0] != 0:
             result = code = self.error[0]
             self.writer.emit(events.Msg(action="error", message=self.error[1], pid=self.child_pid))
             sys.stderr.write(f"bubble: {self.error[1]}\n")
         notes = f"exit={code}" if sig is None else f"signal={sig}"
-        self.writer.emit(events.Exit(pid=self.child_pid, exit_code=code, signal=sig,
-                                     duration_ms=duration_ms, max_rss_kb=rss,
-                                     timed_out=self.timed_out,
-                                     limit="timeout" if self.timed_out else None,
-                                     notes=f"{notes} max_rss_kb={rss}"))
+        self.writer.emit(
+            events.Exit(
+                pid=self.child_pid,
+                exit_code=code,
+                signal=sig,
+                duration_ms=duration_ms,
+                max_rss_kb=rss,
+                timed_out=self.timed_out,
+                limit="timeout" if self.timed_out else None,
+                notes=f"{notes} max_rss_kb={rss}",
+            )
+        )
         self.writer.flush()
         return result
 
@@ -220,6 +287,8 @@ def _diagnose_note() -> str:
             logged = fh.read().strip()
     except OSError:
         logged = "unknown"
-    return ("SECCOMP_FILTER_FLAG_LOG set: the kernel logs this filter's non-allow decisions to the "
-            f"audit log (dmesg / journalctl -k / audit.log); actions logged here: {logged}. "
-            "USER_NOTIF decisions are recorded by bubble's own events.")
+    return (
+        "SECCOMP_FILTER_FLAG_LOG set: the kernel logs this filter's non-allow decisions to the "
+        f"audit log (dmesg / journalctl -k / audit.log); actions logged here: {logged}. "
+        "USER_NOTIF decisions are recorded by bubble's own events."
+    )

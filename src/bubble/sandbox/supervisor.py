@@ -33,8 +33,13 @@ _UNKNOWN = Syscall("unknown", -1, "sys", (), "sys")
 class Supervisor:
     """Serves one listener for one run."""
 
-    def __init__(self, listener: int, policy: Policy, writer: events.EventWriter,
-                 exempt: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        listener: int,
+        policy: Policy,
+        writer: events.EventWriter,
+        exempt: frozenset[int] = frozenset(),
+    ) -> None:
         self.listener = listener
         self.policy = policy
         self.writer = writer
@@ -122,15 +127,18 @@ class Supervisor:
         else:
             arch_name = _abi.ARCH_NAMES.get(arch, hex(arch))
             key = (arch, nr)
-            name = self._names.get(key) or self._names.setdefault(key, scmp.name_of(arch, nr) or f"#{nr}")
+            name = self._names.get(key) or self._names.setdefault(
+                key, scmp.name_of(arch, nr) or f"#{nr}"
+            )
         if name in _NON_NATIVE_EXIT:
             return Decision(CONTINUE, None)  # let it end: never kill by policy
         row = BY_NAME.get(name)
         ctx = self.decoder.fields(row, pid, args) if row and row.category in ("fs", "net") else {}
         ctx["arch"] = arch_name
         ctx["detail"] = f"non-native ABI ({arch_name}): denied"
-        return alert(row or _UNKNOWN, nr, pid, ctx, category=row.category if row else "sys",
-                     name=name)
+        return alert(
+            row or _UNKNOWN, nr, pid, ctx, category=row.category if row else "sys", name=name
+        )
 
     def _answer(self, nid: int, pid: int, nr: int, args: tuple[int, ...], d: Decision) -> None:
         event = d.event
@@ -138,10 +146,17 @@ class Supervisor:
             # The caller died or was interrupted while we read its memory: what we read may
             # belong to someone else now. Record the call, not the context.
             if event is not None and isinstance(event, events.Call):
-                event = events.Call(type=event.type, pid=pid, category=event.category,
-                                    syscall=event.syscall, syscall_no=nr, denied=event.denied,
-                                    reason=event.reason, decision=event.decision,
-                                    detail="caller gone before the answer")
+                event = events.Call(
+                    type=event.type,
+                    pid=pid,
+                    category=event.category,
+                    syscall=event.syscall,
+                    syscall_no=nr,
+                    denied=event.denied,
+                    reason=event.reason,
+                    decision=event.decision,
+                    detail="caller gone before the answer",
+                )
             if event is not None:
                 self.writer.emit(event)
             return
@@ -157,7 +172,8 @@ class Supervisor:
             except OSError as err:
                 self._send(nid, err.errno or errno.EPERM, 0)
                 detail = f"pseudo-device {d.source}: {os.strerror(err.errno or 0)}"
-            event = dataclasses.replace(event, detail=detail)  # type: ignore[arg-type]
+            if isinstance(event, events.Call):
+                event = dataclasses.replace(event, detail=detail)
         if event is not None:
             self.writer.emit(event)
 
@@ -186,8 +202,12 @@ class Supervisor:
         return os.O_WRONLY  # openat2: its flags are in memory; write-only is the safe reading
 
     # -- the loop ----------------------------------------------------------------------------
-    def serve(self, extra: dict[int, Callable[[], bool]], timeout: Callable[[], float | None],
-              on_timeout: Callable[[], None]) -> None:
+    def serve(
+        self,
+        extra: dict[int, Callable[[], bool]],
+        timeout: Callable[[], float | None],
+        on_timeout: Callable[[], None],
+    ) -> None:
         """Serve until no task uses the filter. `extra`: other fds to watch (fd -> callback
         returning False at end of file);
         `timeout()`: seconds until `on_timeout` should run, or None."""
