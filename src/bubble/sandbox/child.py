@@ -15,7 +15,7 @@ import signal
 from dataclasses import dataclass
 
 from bubble.policy import Policy
-from bubble.sandbox import _abi
+from bubble.sandbox import _abi, landlock
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import prctl, unshare
 
@@ -35,6 +35,9 @@ class ChildPlan:
     ready_w: int
     go_r: int
     err_w: int
+    landlock: tuple[int, int, int]  # (fs rights, net rights, scopes) to restrict
+    stdio: tuple[int, int] | None  # replacement stdout/stderr (output limit), or None
+    cgroup: bool  # the parent puts us in a cgroup that limits memory
 
 
 def _fail(err_w: int, code: int, message: str) -> None:
@@ -44,10 +47,11 @@ def _fail(err_w: int, code: int, message: str) -> None:
         os._exit(code)
 
 
-def _limits(policy: Policy) -> None:
+def _limits(policy: Policy, in_cgroup: bool) -> None:
     # The kernel writes core dumps on the target's behalf, past any syscall filter.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if policy.memory:
+    if policy.memory and not in_cgroup:
+        # Without a cgroup, the address space is the only memory a process can be capped on.
         resource.setrlimit(resource.RLIMIT_AS, (policy.memory, policy.memory))
     if policy.cpu:
         resource.setrlimit(resource.RLIMIT_CPU, (policy.cpu, policy.cpu + 1))
@@ -122,7 +126,7 @@ def main(plan: ChildPlan) -> None:
         _foreground()
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores some; exec keeps SIG_IGN
-        _limits(policy)
+        _limits(policy, plan.cgroup)
         if policy.pidns:
             if os.getuid() == 0:
                 unshare(_abi.CLONE_NEWPID)
@@ -139,8 +143,12 @@ def main(plan: ChildPlan) -> None:
         if not os.access(".", os.R_OK | os.X_OK) and plan.fallback_cwd:
             os.chdir(plan.fallback_cwd)
             cwd = plan.fallback_cwd
+        if plan.stdio:
+            os.dup2(plan.stdio[0], 1)
+            os.dup2(plan.stdio[1], 2)
         _close_fds({plan.ready_w, plan.go_r, plan.err_w})
         prctl(_abi.PR_SET_NO_NEW_PRIVS, 1)
+        landlock.restrict(*plan.landlock)
         prctl(_abi.PR_SET_DUMPABLE, 1)  # a uid change reset it: the parent must take the listener
         listener, killable = bpf_filter.load(plan.bpf, policy.diagnose)
     except OSError as err:
@@ -159,6 +167,9 @@ def main(plan: ChildPlan) -> None:
             # Between the supervisor and the namespace: wait for init, exit like it.
             _, status = os.waitpid(init_pid, 0)
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        prctl(
+            _abi.PR_SET_PDEATHSIG, signal.SIGKILL
+        )  # init dies with its parent: so does the namespace
         target = os.fork()
         if target:
             _init(target, plan.err_w)

@@ -129,17 +129,25 @@ def resolve(pid: int, dirfd: int, path: str) -> str:
     return os.path.normpath(path) if ("/." in path or "//" in path) else path
 
 
-def status_field(pid: int, field: str) -> int | None:
-    """An integer field of /proc/PID/status (e.g. VmHWM in kB, Tgid), or None."""
+def status_fields(pid: int, *fields: str) -> dict[str, str]:
+    """Fields of /proc/PID/status (e.g. VmHWM, VmPeak in kB; Tgid; NSpid) as raw text;
+    missing ones absent (all absent if the process is gone)."""
     try:
         with open(f"/proc/{pid}/status", "rb") as fh:
             data = fh.read()
     except OSError:
-        return None
-    key = field.encode() + b":"
-    start = data.find(key)
-    if start < 0:
-        return None
-    end = data.find(b"\n", start)
-    parts = data[start + len(key) : end].split()
-    return int(parts[0]) if parts else None
+        return {}
+    out = {}
+    for field in fields:
+        key = b"\n" + field.encode() + b":"
+        start = data.find(key)
+        if start >= 0:
+            end = data.find(b"\n", start + 1)
+            out[field] = data[start + len(key) : end].decode().strip()
+    return out
+
+
+def status_kb(pid: int, field: str) -> int | None:
+    """An integer field of /proc/PID/status (kB for Vm* fields), or None."""
+    text = status_fields(pid, field).get(field)
+    return int(text.split()[0]) if text else None

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bubble import events
 from bubble.policy import Policy
-from bubble.sandbox import _abi, child, tree
+from bubble.sandbox import _abi, child, landlock, tree
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open, prctl
+from bubble.sandbox.cgroups import Cgroups
+from bubble.sandbox.limits import Monitor, OutputPump
 from bubble.sandbox.supervisor import Supervisor
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -58,15 +62,26 @@ class Session:
         self.status: int | None = None  # raw wait status of the target
         self.rusage: Any = None
         self.error: tuple[int, str] | None = None  # (exit code, message) from the child
+        self.limit: str | None = None  # which limit ended the run
+        self.monitor = Monitor(policy)
+        self.pump = OutputPump(policy.max_output) if policy.max_output else None
+        self.notes: list[str] = []
 
     # -- callbacks from the supervisor loop -------------------------------------------------
     def remaining(self) -> float | None:
-        if self.deadline is None or self.timed_out:
-            return None
-        return self.deadline - time.monotonic()
+        waits = [self.monitor.due_in()]
+        if self.deadline is not None and not self.timed_out:
+            waits.append(self.deadline - time.monotonic())
+        known = [w for w in waits if w is not None]
+        return min(known) if known else None
 
     def on_timeout(self) -> None:
+        if self.deadline is None or self.timed_out or time.monotonic() < self.deadline:
+            if self.monitor.sample(os.getpid()) == "procs" and self.limit is None:
+                self.end_by_limit("procs", f"--max-procs {self.policy.max_procs} reached")
+            return
         self.timed_out = True
+        self.limit = self.limit or "timeout"
         self.writer.emit(
             events.Msg(
                 action="timeout",
@@ -74,6 +89,18 @@ class Session:
             )
         )
         tree.kill_tree(os.getpid(), self.child_pid)
+
+    def end_by_limit(self, limit: str, why: str) -> None:
+        self.limit = limit
+        self.writer.emit(events.Msg(action="limit", message=f"{why}: killing the process tree"))
+        tree.kill_tree(os.getpid(), self.child_pid)
+
+    def on_output(self, fd: int) -> bool:
+        assert self.pump is not None
+        more = self.pump.on_readable(fd)
+        if self.pump.exceeded and self.limit is None:
+            self.end_by_limit("output", f"--max-output {self.pump.limit} bytes reached")
+        return more
 
     def on_child_message(self, fd: int) -> bool:
         data = os.read(fd, 4096)
@@ -126,7 +153,10 @@ class Session:
         policy = self.policy
         prctl(_abi.PR_SET_DUMPABLE, 0)
         prctl(_abi.PR_SET_CHILD_SUBREAPER, 1)
-        bpf = bpf_filter.build(policy, os.getpid(), os.getpgrp())
+        # Test hook: drop rows from the filter to prove the Landlock backstop on its own.
+        self.omitted = [n for n in os.environ.get("BUBBLE_TEST_OMIT_ROWS", "").split(",") if n]
+        bpf = bpf_filter.build(policy, os.getpid(), os.getpgrp(), omit=frozenset(self.omitted))
+        self.cgroups = Cgroups.create(policy, str(os.getpid()))
         fallback = None
         if self.uid is not None:
             fallback = tempfile.mkdtemp(prefix="bubble-cwd-")
@@ -138,18 +168,23 @@ class Session:
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for sig in (signal.SIGCHLD, *_STOP_SIGNALS):
             signal.signal(sig, lambda *_: None)
+        self.landlock_abi = landlock.abi_version()
+        fs, net, scope, self.notes = landlock.plan(policy, self.landlock_abi)
         plan = child.ChildPlan(
-            policy,
-            self.path,
-            self.argv,
-            bpf,
-            os.getpid(),
-            self.uid,
-            self.gid,
-            fallback,
-            ready_w,
-            go_r,
-            err_w,
+            policy=policy,
+            path=self.path,
+            argv=self.argv,
+            bpf=bpf,
+            sup_pid=os.getpid(),
+            uid=self.uid,
+            gid=self.gid,
+            fallback_cwd=fallback,
+            ready_w=ready_w,
+            go_r=go_r,
+            err_w=err_w,
+            landlock=(fs, net, scope),
+            stdio=self.pump.child_fds() if self.pump else None,
+            cgroup=bool(self.cgroups and "memory" in self.cgroups.dirs),
         )
         started = time.monotonic()
         pid = os.fork()
@@ -158,6 +193,10 @@ class Session:
         self.child_pid = pid
         for fd in (ready_w, go_r, err_w):
             os.close(fd)
+        if self.cgroups:
+            self.cgroups.add(pid)  # before "go": the target starts inside its limits
+        if self.pump:
+            self.pump.parent_started()
         try:
             return self._supervise(ready_r, go_w, err_r, wake_r, started)
         finally:
@@ -167,6 +206,8 @@ class Session:
             if fallback:
                 with contextlib.suppress(OSError):
                     os.rmdir(fallback)
+            if self.cgroups:
+                self.cgroups.remove()
 
     def _supervise(self, ready_r: int, go_w: int, err_r: int, wake_r: int, started: float) -> int:
         policy, writer = self.policy, self.writer
@@ -181,26 +222,6 @@ class Session:
             listener = pidfd_getfd(pidfd, listener_no)
         finally:
             os.close(pidfd)
-        try:
-            fcntl.ioctl(listener, _abi.IOCTL_NOTIF_SET_FLAGS, _abi.USER_NOTIF_FD_SYNC_WAKE_UP)
-        except OSError:
-            writer.emit(
-                events.Msg(
-                    action="degraded",
-                    message="SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unavailable (kernel < 6.6): "
-                    "each denied call costs more",
-                )
-            )
-        if not killable:
-            writer.emit(
-                events.Msg(
-                    action="degraded",
-                    message="SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV unavailable (kernel < 5.19): "
-                    "signals during a check restart the call",
-                )
-            )
-        if policy.diagnose:
-            writer.emit(events.Msg(action="diagnose", message=_diagnose_note()))
         writer.emit(
             events.Spawn(
                 pid=self.child_pid,
@@ -212,26 +233,52 @@ class Session:
                 user=self.user,
             )
         )
+        notes = list(self.notes)
+        try:
+            fcntl.ioctl(listener, _abi.IOCTL_NOTIF_SET_FLAGS, _abi.USER_NOTIF_FD_SYNC_WAKE_UP)
+        except OSError:
+            notes.append("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unavailable (kernel < 6.6)")
+        if not killable:
+            notes.append(
+                "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV unavailable (kernel < 5.19): "
+                "a signal during a check restarts the call"
+            )
+        if self.omitted:
+            notes.append(
+                f"test hook BUBBLE_TEST_OMIT_ROWS: not mediated: {', '.join(self.omitted)}"
+            )
+        for note in notes:
+            writer.emit(events.Msg(action="degraded", message=note))
+        if policy.diagnose:
+            writer.emit(events.Msg(action="diagnose", message=_diagnose_note()))
         if policy.timeout:
             self.deadline = time.monotonic() + policy.timeout
-        sup = Supervisor(
-            listener, policy, writer, frozenset({self.child_pid}) if policy.pidns else frozenset()
-        )
+        exempt = frozenset({self.child_pid}) if policy.pidns else frozenset()
+        sup = Supervisor(listener, policy, writer, exempt)
+        watch: dict[int, Callable[[], bool]] = {
+            err_r: functools.partial(self.on_child_message, err_r),
+            wake_r: functools.partial(self.on_signal, wake_r),
+        }
+        for fd in self.pump.sinks if self.pump else ():
+            watch[fd] = functools.partial(self.on_output, fd)
         os.write(go_w, b"G")
         try:
-            sup.serve(
-                {
-                    err_r: lambda: self.on_child_message(err_r),
-                    wake_r: lambda: self.on_signal(wake_r),
-                },
-                self.remaining,
-                self.on_timeout,
-            )
+            sup.serve(watch, self.remaining, self.on_timeout)
         finally:
             os.close(listener)
         self.reap(block=True)
         self.on_child_message_nonblocking(err_r)
+        self._drain_output()
         return self._finish(started, sup)
+
+    def _drain_output(self) -> None:
+        """Every process is gone: what is left in the output pipes ends in EOF."""
+        if self.pump is None:
+            return
+        for fd in list(self.pump.sinks):
+            with contextlib.suppress(OSError):
+                while self.on_output(fd):
+                    pass
 
     def on_child_message_nonblocking(self, fd: int) -> None:
         os.set_blocking(fd, False)
@@ -257,7 +304,20 @@ class Session:
             result = code = self.error[0]
             self.writer.emit(events.Msg(action="error", message=self.error[1], pid=self.child_pid))
             sys.stderr.write(f"bubble: {self.error[1]}\n")
+        limit = self.limit
+        if limit is None and sig in (signal.SIGXCPU, signal.SIGKILL) and self.policy.cpu:
+            limit = "cpu" if sig == signal.SIGXCPU or self._cpu_used() >= self.policy.cpu else None
+        if limit is None and self.cgroups and self.cgroups.memory_hit():
+            limit = "memory"
+        if limit is None and self.monitor.memory_reached(sup.max_vm_kb if sup else 0):
+            limit = "memory"
+        if limit is None and self.cgroups and self.cgroups.procs_hit():
+            limit = "procs"
         notes = f"exit={code}" if sig is None else f"signal={sig}"
+        if self.pump and self.pump.dropped:
+            notes += f" output_kept={self.pump.kept} output_dropped={self.pump.dropped}"
+        if limit:
+            notes += f" limit={limit}"
         self.writer.emit(
             events.Exit(
                 pid=self.child_pid,
@@ -266,12 +326,16 @@ class Session:
                 duration_ms=duration_ms,
                 max_rss_kb=rss,
                 timed_out=self.timed_out,
-                limit="timeout" if self.timed_out else None,
+                limit=limit,
                 notes=f"{notes} max_rss_kb={rss}",
             )
         )
         self.writer.flush()
         return result
+
+    def _cpu_used(self) -> float:
+        r = self.rusage
+        return (r.ru_utime + r.ru_stime) if r else 0.0
 
     def _restore_terminal(self) -> None:
         with contextlib.suppress(OSError):

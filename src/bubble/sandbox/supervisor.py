@@ -22,7 +22,7 @@ from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
 from bubble.sandbox.decide import CONTINUE, DENY, INJECT, Decision, alert, decide
 from bubble.sandbox.decode import Decoder
-from bubble.sandbox.procmem import status_field
+from bubble.sandbox.procmem import status_fields, status_kb
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
 
 _ZERO = bytes(_abi.NOTIF_SIZE)
@@ -46,6 +46,7 @@ class Supervisor:
         self.decoder = Decoder()
         self.exempt = exempt  # our own helper processes (pidns init): not the target's RSS
         self.max_rss_kb = 0
+        self.max_vm_kb = 0  # peak address space, to tell whether --memory was reached
         self.handled = 0
         self._buf = bytearray(_abi.NOTIF_SIZE)
         self._resp = bytearray(_abi.RESP_SIZE)
@@ -70,7 +71,7 @@ class Supervisor:
     def _inject(self, nid: int, pid: int, source: str, flags: int) -> int:
         """Open `source` ourselves (or dup the target's own fd) and install it as the result."""
         if source.startswith("fd:"):
-            tgid = status_field(pid, "Tgid") or pid
+            tgid = status_kb(pid, "Tgid") or pid
             pidfd = pidfd_open(tgid)
             try:
                 fd = pidfd_getfd(pidfd, int(source[3:]))
@@ -105,9 +106,7 @@ class Supervisor:
             row = BY_NR.get(nr, _UNKNOWN)
             if row.category == "internal":
                 if pid not in self.exempt:
-                    hwm = status_field(pid, "VmHWM")
-                    if hwm and hwm > self.max_rss_kb and not self._is_ns_init(pid):
-                        self.max_rss_kb = hwm
+                    self._exiting(pid)
                 self._send(nid, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
                 return
             decision = self._native(row, pid, nr, args)
@@ -177,18 +176,15 @@ class Supervisor:
         if event is not None:
             self.writer.emit(event)
 
-    def _is_ns_init(self, pid: int) -> bool:
-        """Our PID-namespace init (PID 1 inside) is the launcher's, not the target's."""
-        if not self.policy.pidns:
-            return False
-        try:
-            with open(f"/proc/{pid}/status", "rb") as fh:
-                for line in fh:
-                    if line.startswith(b"NSpid:"):
-                        return line.split()[-1] == b"1"
-        except OSError:
-            pass
-        return False
+    def _exiting(self, pid: int) -> None:
+        """A process is calling exit_group: its memory figures are final and still readable."""
+        status = status_fields(pid, "VmHWM", "VmPeak", "NSpid")
+        if self.policy.pidns and status.get("NSpid", "").split()[-1:] == ["1"]:
+            return  # our PID-namespace init, not the target
+        hwm = int(status.get("VmHWM", "0 kB").split()[0])
+        peak = int(status.get("VmPeak", "0 kB").split()[0])
+        self.max_rss_kb = max(self.max_rss_kb, hwm)
+        self.max_vm_kb = max(self.max_vm_kb, peak)
 
     @staticmethod
     def _open_flags(nr: int, args: tuple[int, ...]) -> int:

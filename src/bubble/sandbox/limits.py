@@ -1,0 +1,92 @@
+"""Resource limits that need the supervisor's help: output bytes, process count, memory.
+
+rlimits (set in the child) do the hard enforcing: RLIMIT_AS, RLIMIT_CPU, RLIMIT_NPROC. What
+they cannot do is *end* a run or say *which* limit ended it: a fork bomb keeps retrying fork,
+a flood keeps writing. `Monitor` samples the tree to catch those; `OutputPump` sits between the
+target's stdout/stderr and ours to count bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+from bubble.policy import Policy
+from bubble.sandbox import tree
+from bubble.sandbox.procmem import status_kb
+
+TICK = 0.05  # seconds between samples when --memory or --max-procs is set
+MEMORY_REACHED = 0.9  # a peak above this share of --memory means the limit was hit
+
+
+class OutputPump:
+    """Copies the target's stdout and stderr to ours until `limit` bytes in total, then
+    counts and drops the rest (the session ends the run)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept = 0
+        self.dropped = 0
+        self.exceeded = False
+        out_r, self.out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, self.err_w = os.pipe2(os.O_CLOEXEC)
+        self.sinks = {out_r: 1, err_r: 2}
+
+    def child_fds(self) -> tuple[int, int]:
+        """Write ends for the child's stdout/stderr."""
+        return self.out_w, self.err_w
+
+    def parent_started(self) -> None:
+        os.close(self.out_w)
+        os.close(self.err_w)
+
+    def on_readable(self, fd: int) -> bool:
+        """Move what is there. False at end of file."""
+        data = os.read(fd, 1 << 16)
+        if not data:
+            os.close(fd)
+            return False
+        room = max(0, self.limit - self.kept)
+        keep, drop = data[:room], data[room:]
+        if keep:
+            view = memoryview(keep)
+            while view:
+                view = view[os.write(self.sinks[fd], view) :]
+            self.kept += len(keep)
+        if drop:
+            self.dropped += len(drop)
+            self.exceeded = True
+        return True
+
+
+class Monitor:
+    """Samples the process tree: ends a run that reached --max-procs, and remembers the
+    largest address space seen, to tell whether --memory was reached."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.active = bool(policy.memory or policy.max_procs)
+        self.next = time.monotonic() + TICK if self.active else None
+        self.peak_vm_kb = 0
+
+    def due_in(self) -> float | None:
+        return None if self.next is None else self.next - time.monotonic()
+
+    def sample(self, root: int) -> str | None:
+        """One sample; returns "procs" when the tree must end."""
+        self.next = time.monotonic() + TICK
+        pids = tree.descendants(root)
+        if self.policy.memory:
+            for pid in pids:
+                with contextlib.suppress(ValueError):
+                    self.peak_vm_kb = max(self.peak_vm_kb, status_kb(pid, "VmPeak") or 0)
+        if self.policy.max_procs and len(pids) >= self.policy.max_procs:
+            return "procs"
+        return None
+
+    def memory_reached(self, exit_peak_kb: int) -> bool:
+        if not self.policy.memory:
+            return False
+        peak = max(self.peak_vm_kb, exit_peak_kb) * 1024
+        return peak >= self.policy.memory * MEMORY_REACHED
