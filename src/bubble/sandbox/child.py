@@ -48,8 +48,10 @@ def _fail(err_w: int, code: int, message: str) -> None:
 
 
 def _limits(policy: Policy, in_cgroup: bool) -> None:
-    # The kernel writes core dumps on the target's behalf, past any syscall filter.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # The kernel writes core dumps on the target's behalf, past any syscall filter. 1, not 0:
+    # a core_pattern pipe helper ignores RLIMIT_CORE except the value 1, and a file dump
+    # needs at least a page, so 1 stops both.
+    resource.setrlimit(resource.RLIMIT_CORE, (1, 1))
     if policy.memory and not in_cgroup:
         # Without a cgroup, the address space is the only memory a process can be capped on.
         resource.setrlimit(resource.RLIMIT_AS, (policy.memory, policy.memory))
