@@ -161,3 +161,9 @@ print("OPENED", opened)
     assert len(calls) == 2000
     assert {e["type"] for e in calls} <= {"policy.alert", "fs.write"}
     assert all(e["detail"].startswith("pseudo-device") for e in calls if e["type"] == "fs.write")
+
+
+def test_security_doc_lists_every_probe():
+    doc = (ROOT / "docs" / "security.md").read_text()
+    missing = [e.name for e in ESCAPES if f"| {e.name.replace('|', chr(92) + '|')} |" not in doc]
+    assert not missing, f"docs/security.md lacks: {missing}"
