@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 from bubble.errors import UsageError
+
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_PEEK = 512
 

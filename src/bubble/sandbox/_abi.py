@@ -60,6 +60,43 @@ PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 
+# Socket families and types (the `socket` module is a start-up cost we avoid).
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET = 1, 2, 10, 16, 17
+AF_NAMES = {
+    0: "AF_UNSPEC",
+    1: "AF_UNIX",
+    2: "AF_INET",
+    3: "AF_AX25",
+    4: "AF_IPX",
+    5: "AF_APPLETALK",
+    9: "AF_X25",
+    10: "AF_INET6",
+    15: "AF_KEY",
+    16: "AF_NETLINK",
+    17: "AF_PACKET",
+    21: "AF_RDS",
+    26: "AF_LLC",
+    27: "AF_IB",
+    28: "AF_MPLS",
+    29: "AF_CAN",
+    30: "AF_TIPC",
+    31: "AF_BLUETOOTH",
+    38: "AF_ALG",
+    40: "AF_VSOCK",
+    41: "AF_KCM",
+    43: "AF_SMC",
+    44: "AF_XDP",
+}
+SOCK_NAMES = {
+    1: "SOCK_STREAM",
+    2: "SOCK_DGRAM",
+    3: "SOCK_RAW",
+    4: "SOCK_RDM",
+    5: "SOCK_SEQPACKET",
+    6: "SOCK_DCCP",
+    10: "SOCK_PACKET",
+}
+
 # Misc constants.
 AT_FDCWD = -100
 CLONE_NEWUSER = 0x10000000

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
-from typing import Any
 
 from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox.decode import WRITE_INTENT
 from bubble.sandbox.filter import FS_IOCTLS
 from bubble.sandbox.syscalls import Syscall
+
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from typing import Any
 
 DENY = "deny"  # answer -errno
 CONTINUE = "continue"  # let the kernel run the call

@@ -5,13 +5,16 @@ Integer arguments are taken as the kernel takes them: the low 32 bits, signed.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import struct
-from typing import Any
+from _socket import inet_ntop  # the C module: `socket` costs start-up time
 
+from bubble.sandbox import _abi
 from bubble.sandbox.procmem import TargetMemory, fd_path, resolve, unreadable
 from bubble.sandbox.syscalls import Syscall
+
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from typing import Any
 
 _ACCMODE = {0: "O_RDONLY", 1: "O_WRONLY", 2: "O_RDWR", 3: "O_ACCMODE"}
 _OFLAGS = (
@@ -61,19 +64,13 @@ def open_flags(value: int) -> str:
 
 
 def family_name(family: int) -> str:
-    try:
-        return socket.AddressFamily(family).name
-    except ValueError:
-        return f"AF_{family}"
+    return _abi.AF_NAMES.get(family) or f"AF_{family}"
 
 
 def sock_type(value: int) -> str:
     value &= 0xFFFFFFFF
     base = value & 0xF
-    try:
-        names = [socket.SocketKind(base).name]
-    except ValueError:
-        names = [f"SOCK_{base}"]
+    names = [_abi.SOCK_NAMES.get(base) or f"SOCK_{base}"]
     for bit, name in _SOCK_FLAGS:
         if value & bit:
             names.append(name)
@@ -86,13 +83,13 @@ def sockaddr_fields(data: bytes, pid: int) -> dict[str, Any]:
         return {"peer": "<short address>"}
     family = struct.unpack_from("<H", data)[0]
     out: dict[str, Any] = {"family": family, "family_name": family_name(family)}
-    if family == socket.AF_INET and len(data) >= 8:
+    if family == _abi.AF_INET and len(data) >= 8:
         out["port"] = struct.unpack_from(">H", data, 2)[0]
-        out["peer"] = str(ipaddress.IPv4Address(data[4:8]))
-    elif family == socket.AF_INET6 and len(data) >= 24:
+        out["peer"] = inet_ntop(_abi.AF_INET, data[4:8])
+    elif family == _abi.AF_INET6 and len(data) >= 24:
         out["port"] = struct.unpack_from(">H", data, 2)[0]
-        out["peer"] = str(ipaddress.IPv6Address(data[8:24]))
-    elif family == socket.AF_UNIX:
+        out["peer"] = inet_ntop(_abi.AF_INET6, data[8:24])
+    elif family == _abi.AF_UNIX:
         name = data[2:]
         if not name:
             out["peer"] = "<unnamed>"
@@ -101,7 +98,7 @@ def sockaddr_fields(data: bytes, pid: int) -> dict[str, Any]:
         else:
             path = name.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
             out["peer"] = resolve(pid, -100, path)
-    elif family == socket.AF_NETLINK and len(data) >= 12:
+    elif family == _abi.AF_NETLINK and len(data) >= 12:
         nl_pid, groups = struct.unpack_from("<II", data, 4)
         out["peer"] = f"netlink:pid={nl_pid},groups={groups:#x}"
     else:

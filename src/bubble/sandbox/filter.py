@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import socket
 
 from bubble.errors import KernelError
 from bubble.policy import Policy
@@ -51,10 +50,10 @@ def conditions(row: Syscall, policy: Policy, sup_pid: int, sup_pgid: int) -> lis
     if kind == "exec":
         return [[]] if policy.notify_exec else []
     if kind == "socket":
-        not_unix: list[scmp.Cmp] = [(0, scmp.CMP_NE, int(socket.AF_UNIX), 0)]
+        not_unix: list[scmp.Cmp] = [(0, scmp.CMP_NE, _abi.AF_UNIX, 0)]
         if policy.deny_net:
             dgram: list[scmp.Cmp] = [
-                _eq32(0, socket.AF_UNIX),
+                _eq32(0, _abi.AF_UNIX),
                 (1, scmp.CMP_MASKED_EQ, SOCK_TYPE_MASK, 2),
             ]
             return [not_unix, dgram]

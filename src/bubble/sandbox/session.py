@@ -13,19 +13,20 @@ import functools
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
 
 from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox import _abi, child, landlock, tree
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open, prctl
-from bubble.sandbox.cgroups import Cgroups
 from bubble.sandbox.limits import Monitor, OutputPump
 from bubble.sandbox.supervisor import Supervisor
+
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from typing import Any
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -156,9 +157,15 @@ class Session:
         # Test hook: drop rows from the filter to prove the Landlock backstop on its own.
         self.omitted = [n for n in os.environ.get("BUBBLE_TEST_OMIT_ROWS", "").split(",") if n]
         bpf = bpf_filter.build(policy, os.getpid(), os.getpgrp(), omit=frozenset(self.omitted))
-        self.cgroups = Cgroups.create(policy, str(os.getpid()))
+        self.cgroups = None
+        if policy.memory or policy.max_procs:
+            from bubble.sandbox.cgroups import Cgroups  # pathlib: only when limits need it
+
+            self.cgroups = Cgroups.create(policy, str(os.getpid()))
         fallback = None
         if self.uid is not None:
+            import tempfile  # only when dropping privileges: it imports `random`
+
             fallback = tempfile.mkdtemp(prefix="bubble-cwd-")
             os.chown(fallback, self.uid, self.gid or 0)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
