@@ -212,12 +212,20 @@ class Supervisor:
         for fd in extra:
             poller.register(fd, select.POLLIN)
         while True:
-            self.writer.flush()
+            # Under a flood the next notification is usually already waiting: handle it
+            # first and write events in batches; flush only before we would block, so a
+            # quiet run still shows each event at once.
+            ready = poller.poll(0)
             left = timeout()
-            ready = poller.poll(None if left is None else max(0, int(left * 1000) + 1))
-            if not ready:
-                on_timeout()
+            if left is not None and left <= 0:
+                on_timeout()  # due even while notifications keep coming
                 continue
+            if not ready:
+                self.writer.flush()
+                ready = poller.poll(None if left is None else int(left * 1000) + 1)
+                if not ready:
+                    on_timeout()
+                    continue
             for fd, mask in ready:
                 if fd == self.listener:
                     if mask & select.POLLIN:
