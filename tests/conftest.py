@@ -20,7 +20,6 @@ from tests.unit.test_events_doc import assert_documented
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE_SRC = ROOT / "tests" / "probes" / "probe.c"
-PROBE_BIN = ROOT / "tests" / "probes" / "bin" / "probe"
 NOBODY = pwd.getpwnam("nobody")
 AS_ROOT = os.geteuid() == 0
 
@@ -73,16 +72,30 @@ def run_bubble(
 
 
 @pytest.fixture(scope="session")
-def probe() -> str:
-    """Path of the compiled probe program (built once per session with gcc)."""
+def probe(tmp_path_factory) -> str:
+    """Path of the probe program, built once per session with gcc into a directory every
+    user can reach (targets run as `nobody`, and the checkout may live under /root)."""
     if shutil.which("gcc") is None:
         pytest.fail("gcc is missing: `make test` installs it (apt-get install gcc libc6-dev)")
-    if not PROBE_BIN.exists() or PROBE_BIN.stat().st_mtime < PROBE_SRC.stat().st_mtime:
-        PROBE_BIN.parent.mkdir(exist_ok=True)
-        subprocess.run(
-            ["gcc", "-O1", "-Wall", "-o", str(PROBE_BIN), str(PROBE_SRC), "-lpthread"], check=True
-        )
-    return str(PROBE_BIN)
+    out = Path(tempfile.mkdtemp(prefix="bubble-probe-", dir="/tmp"))
+    os.chmod(out, 0o755)
+    binary = out / "probe"
+    subprocess.run(["gcc", "-O1", "-Wall", "-o", str(binary), str(PROBE_SRC), "-lpthread"], check=True)
+    yield str(binary)
+    shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def nobody_src() -> Iterator[str]:
+    """A copy of src/ that `nobody` can read, for running Bubble itself as an unprivileged
+    user (the checkout may sit in a directory only root can enter)."""
+    out = Path(tempfile.mkdtemp(prefix="bubble-src-", dir="/tmp"))
+    shutil.copytree(ROOT / "src" / "bubble", out / "bubble",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [out, *out.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    yield str(out)
+    shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def test_escape_blocked_logged_continued(escape):
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="needs root to switch to a second account")
-def test_selftest_as_the_same_user_as_bubble():
+def test_selftest_as_the_same_user_as_bubble(nobody_src):
     """Bubble and the target as one unprivileged user: nothing separates them but Bubble."""
     proc = subprocess.run(
         [
@@ -37,7 +37,7 @@ def test_selftest_as_the_same_user_as_bubble():
             "nobody",
             "--",
             "env",
-            f"PYTHONPATH={ROOT / 'src'}",
+            f"PYTHONPATH={nobody_src}",
             "/usr/bin/python3",
             "-m",
             "bubble",
