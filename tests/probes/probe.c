@@ -2,11 +2,29 @@
  *
  *   probe sys NR [ARG...]      raw syscall; ARG is  N (integer, 0x.. ok), s:TEXT (pointer to TEXT),
  *                              fd:PATH (an O_RDONLY fd of PATH), rfd:PATH (O_RDWR fd), null, cwd (AT_FDCWD)
+ *                              Hostile pointers (each in fresh pages; GUARD = a PROT_NONE page):
+ *                                unmapped     the start of GUARD
+ *                                edge:TEXT    TEXT whose NUL is the last byte before GUARD
+ *                                cut:TEXT     TEXT without NUL, its last byte right before GUARD
+ *                                span:TEXT    TEXT straddling two mapped pages
  *   probe threads N NR ARG...  N threads each make the syscall once
  *   probe fork|vfork|clone3|spawn NR ARG...   the syscall in a child made that way
  *   probe orphan DELAY NR ARG...  a grandchild, orphaned, makes the syscall after DELAY ms
+ *   probe adopted HOLD NR ARG...  a grandchild waits until its parent has exited (it is re-parented),
+ *                              makes the syscall, prints ORPHAN pid=P ..., lives HOLD ms more, and
+ *                              prints ORPHAN-END pid=P as its very last act
  *   probe i386 NR ARG...       the syscall through int 0x80 (32-bit ABI)
  *   probe flood N NR ARG...    the syscall N times, reporting how many returned the same errno
+ *   probe itimer TICKS NR ARG...  a 1 ms interval timer (SA_RESTART handler) runs while the syscall is
+ *                              made again and again until TICKS signals arrived; prints the call count
+ *   probe vanish N NR ARG...   N threads make the syscall in a loop; once each made it at least once,
+ *                              the process exits under them (callers vanish mid-notification)
+ *   probe fds                  prints FDS followed by the open descriptor numbers
+ *   probe touch MB             allocates MB MiB and touches every page
+ *   probe segv                 dereferences NULL (dies by SIGSEGV)
+ *   probe raise SIG            raise(SIG)
+ *   probe daemon stay|leave    setsid + double fork: the grandchild prints DAEMON pid=P and pauses
+ *                              forever; the first process then pauses too (stay) or exits 0 (leave)
  *
  * Output: "RESULT ret=R errno=NAME" then "ALIVE" (so a test sees the program continued).
  */
@@ -29,6 +47,11 @@
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/mman.h>
+#include <sys/time.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdatomic.h>
 
 extern char **environ;
 
@@ -107,9 +130,49 @@ static long sockaddr_arg(const char *spec, socklen_t *len) {
     return (long)ss;
 }
 
+#define PAGE 4096
+
+/* Two read-write pages followed by a PROT_NONE guard page; returns the guard page. Each call maps
+ * fresh pages, so one argument's bytes never run into another's. */
+static char *guarded_pages(void) {
+    char *p = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { perror("mmap"); exit(91); }
+    if (mprotect(p + 2 * PAGE, PAGE, PROT_NONE)) { perror("mprotect"); exit(91); }
+    return p + 2 * PAGE;
+}
+
+/* unmapped, edge:TEXT, cut:TEXT, span:TEXT (see the top of this file); 0 if `a` is none of them. */
+static long hostile_arg(const char *a) {
+    if (strcmp(a, "unmapped") == 0) return (long)guarded_pages();
+    const char *colon = strchr(a, ':');
+    if (!colon) return 0;
+    const char *text = colon + 1;
+    size_t n = strlen(text);
+    char *guard;
+    if (strncmp(a, "edge:", 5) == 0) {
+        guard = guarded_pages();
+        memcpy(guard - (n + 1), text, n + 1); /* the NUL is the last readable byte */
+        return (long)(guard - (n + 1));
+    }
+    if (strncmp(a, "cut:", 4) == 0) {
+        guard = guarded_pages();
+        memcpy(guard - n, text, n); /* no NUL: a reader walks into the guard page */
+        return (long)(guard - n);
+    }
+    if (strncmp(a, "span:", 5) == 0) {
+        guard = guarded_pages();
+        char *dst = guard - PAGE - n / 2; /* half in the first page, half in the second */
+        memcpy(dst, text, n + 1);
+        return (long)dst;
+    }
+    return 0;
+}
+
 static long parse_arg(const char *a) {
     socklen_t len;
     if (strcmp(a, "null") == 0) return 0;
+    long hostile = hostile_arg(a);
+    if (hostile) return hostile;
     if (strcmp(a, "ppid") == 0) return getppid();
     if (strcmp(a, "-ppid") == 0) return -getppid();
     if (strncmp(a, "sock:", 5) == 0) {
@@ -195,7 +258,6 @@ static void *thread_main(void *unused) {
     return (void *)(r < 0 ? (long)errno : 0L);
 }
 
-#include <sys/mman.h>
 static char *mmap_low(const char *text) {
     /* int 0x80 only sees 32-bit pointers: place the string below 4 GiB. */
     static char *p;
@@ -219,8 +281,50 @@ static long i386_call(void) {
     return ret;
 }
 
+/* --- itimer: a signal storm while calls are being supervised ------------------------------ */
+static volatile sig_atomic_t ticks;
+
+static void on_tick(int sig) {
+    (void)sig;
+    ticks++;
+}
+
+/* --- vanish: threads that keep calling until the process exits under them ----------------- */
+static atomic_int callers_started;
+
+static void *vanish_thread(void *unused) {
+    (void)unused;
+    do_call();
+    atomic_fetch_add(&callers_started, 1);
+    for (;;) do_call();
+    return NULL;
+}
+
+/* --- fds: our own descriptors, without the one used to list them -------------------------- */
+static void print_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) { perror("opendir"); exit(92); }
+    int mine = dirfd(d);
+    int fds[256], n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < 256) {
+        if (e->d_name[0] == '.') continue;
+        int fd = atoi(e->d_name);
+        if (fd != mine) fds[n++] = fd;
+    }
+    closedir(d);
+    /* readdir order is not numeric: sort for a stable line. */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && fds[j - 1] > fds[j]; j--) { int t = fds[j]; fds[j] = fds[j - 1]; fds[j - 1] = t; }
+    printf("FDS");
+    for (int i = 0; i < n; i++) printf(" %d", fds[i]);
+    printf("\n");
+}
+
 int main(int argc, char **argv) {
-    if (argc < 3) {
+    /* Every mode takes at least one argument, except these two. */
+    int bare = argc == 2 && (strcmp(argv[1], "fds") == 0 || strcmp(argv[1], "segv") == 0);
+    if (argc < 3 && !bare) {
         fprintf(stderr, "usage: probe MODE ...\n");
         return 2;
     }
@@ -318,6 +422,90 @@ int main(int argc, char **argv) {
         }
         waitpid(pid, NULL, 0);
         printf("PARENT-DONE\n");
+    } else if (strcmp(mode, "adopted") == 0) {
+        int hold = atoi(argv[2]);
+        parse_call(argc - 3, argv + 3);
+        pid_t pid = fork();
+        if (pid == 0) {
+            pid_t parent = getpid();
+            if (fork() == 0) {
+                /* Gate on the parent being gone, not on time: once re-parented, we are an orphan. */
+                while (getppid() == parent) usleep(1000);
+                long x = do_call();
+                int e = errno;
+                printf("ORPHAN pid=%d ", getpid());
+                report(x, e);
+                usleep(hold * 1000);
+                printf("ORPHAN-END pid=%d\n", getpid());
+                fflush(stdout);
+                _exit(0);
+            }
+            _exit(0);
+        }
+        waitpid(pid, NULL, 0);
+        printf("PARENT-DONE\n");
+    } else if (strcmp(mode, "itimer") == 0) {
+        int want = atoi(argv[2]);
+        parse_call(argc - 3, argv + 3);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_tick;
+        sa.sa_flags = SA_RESTART; /* the restart is what used to duplicate notifications */
+        sigaction(SIGALRM, &sa, NULL);
+        struct itimerval it = {{0, 1000}, {0, 1000}};
+        setitimer(ITIMER_REAL, &it, NULL);
+        long calls = 0, same = 0;
+        int first = -1;
+        while (ticks < want) {
+            long x = do_call();
+            int e = x < 0 ? errno : 0;
+            calls++;
+            if (first < 0) first = e;
+            if (e == first) same++;
+        }
+        struct itimerval off;
+        memset(&off, 0, sizeof off);
+        setitimer(ITIMER_REAL, &off, NULL);
+        printf("ITIMER calls=%ld same=%ld errno=%s ticks=%d\n", calls, same, errname(first), (int)ticks);
+        r = first ? -1 : 0;
+        err = first;
+    } else if (strcmp(mode, "vanish") == 0) {
+        int n = atoi(argv[2]);
+        parse_call(argc - 3, argv + 3);
+        pthread_t t;
+        for (int i = 0; i < n; i++) pthread_create(&t, NULL, vanish_thread, NULL);
+        while (atomic_load(&callers_started) < n) usleep(1000);
+        printf("VANISH %d\n", n);
+        fflush(stdout);
+        _exit(0); /* exit_group: every thread dies, some in the middle of a notification */
+    } else if (strcmp(mode, "fds") == 0) {
+        print_fds();
+    } else if (strcmp(mode, "touch") == 0) {
+        size_t bytes = (size_t)atol(argv[2]) << 20;
+        volatile char *p = malloc(bytes);
+        if (!p) { perror("malloc"); return 93; }
+        for (size_t i = 0; i < bytes; i += PAGE) p[i] = 1;
+        printf("TOUCHED %zu\n", bytes);
+    } else if (strcmp(mode, "segv") == 0) {
+        fflush(stdout);
+        *(volatile int *)0 = 1;
+    } else if (strcmp(mode, "raise") == 0) {
+        fflush(stdout);
+        raise(atoi(argv[2]));
+    } else if (strcmp(mode, "daemon") == 0) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            setsid();
+            if (fork() == 0) {
+                printf("DAEMON pid=%d\n", getpid());
+                fflush(stdout);
+                for (;;) pause();
+            }
+            _exit(0);
+        }
+        waitpid(pid, NULL, 0);
+        if (strcmp(argv[2], "stay") == 0)
+            for (;;) pause();
     } else {
         fprintf(stderr, "probe: unknown mode %s\n", mode);
         return 2;

@@ -95,18 +95,24 @@ def _close_fds(keep: set[int]) -> None:
     os.closerange(low, 1 << 20)
 
 
+_FORWARDED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+
+
 def _init(target: int, err_w: int) -> None:
     """PID 1 of the namespace: forward signals to the target, reap everyone, report the
-    target's raw wait status to the supervisor, and exit (which ends the namespace)."""
-    for sig in (
-        signal.SIGTERM,
-        signal.SIGINT,
-        signal.SIGHUP,
-        signal.SIGQUIT,
-        signal.SIGUSR1,
-        signal.SIGUSR2,
-    ):
+    target's raw wait status to the supervisor, and exit (which ends the namespace).
+    The forwarded signals arrive blocked (see `main`): one sent before the handlers exist is
+    delivered when they are unblocked, not dropped by init's default-ignore rule."""
+    for sig in _FORWARDED:
         signal.signal(sig, lambda s, _f: os.kill(target, s))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     while True:
         try:
             pid, status = os.wait()
@@ -124,6 +130,7 @@ def main(plan: ChildPlan) -> None:
         # The parent made itself non-dumpable; we inherit that, which would make our own
         # /proc/self files root-owned (no uid_map) and keep the parent from taking the listener.
         prctl(_abi.PR_SET_DUMPABLE, 1)
+        signal.set_wakeup_fd(-1)  # the supervisor's; its pipe is not ours to write
         os.setpgid(0, 0)
         _foreground()
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
@@ -164,17 +171,18 @@ def main(plan: ChildPlan) -> None:
     os.close(plan.ready_w)
     os.close(plan.go_r)
     if policy.pidns:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
         init_pid = os.fork()
         if init_pid:
             # Between the supervisor and the namespace: wait for init, exit like it.
             _, status = os.waitpid(init_pid, 0)
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-        prctl(
-            _abi.PR_SET_PDEATHSIG, signal.SIGKILL
-        )  # init dies with its parent: so does the namespace
+        # init dies with its parent, and the namespace with it.
+        prctl(_abi.PR_SET_PDEATHSIG, signal.SIGKILL)
         target = os.fork()
         if target:
             _init(target, plan.err_w)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)  # the target: a clean mask
     try:
         os.execve(plan.path, plan.argv, os.environ)
     except OSError as err:

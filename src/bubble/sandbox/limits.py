@@ -17,6 +17,7 @@ from bubble.sandbox import tree
 from bubble.sandbox.procmem import status_kb
 
 TICK = 0.05  # seconds between samples when --memory or --max-procs is set
+RSS_TICK = 0.1  # otherwise: only the target's peak memory, for a target killed by a signal
 MEMORY_REACHED = 0.9  # a peak above this share of --memory means the limit was hit
 
 
@@ -66,16 +67,31 @@ class Monitor:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self.active = bool(policy.memory or policy.max_procs)
-        self.next = time.monotonic() + TICK if self.active else None
+        self.tick = TICK if policy.memory or policy.max_procs else RSS_TICK
+        self.next: float | None = None
         self.peak_vm_kb = 0
+        self.rss_kb = 0  # the target's VmHWM as last seen
+        self._target: tuple[int, str] | None = None
+
+    def watch(self, pid: int, exe: str) -> None:
+        """Start sampling; `pid`'s peak memory counts once it runs `exe` (not before exec,
+        when it is still a copy of the launcher)."""
+        self._target = (pid, os.path.realpath(exe))
+        self.next = time.monotonic() + self.tick
 
     def due_in(self) -> float | None:
         return None if self.next is None else self.next - time.monotonic()
 
     def sample(self, root: int) -> str | None:
         """One sample; returns "procs" when the tree must end."""
-        self.next = time.monotonic() + TICK
+        self.next = time.monotonic() + self.tick
+        if self._target:
+            pid, exe = self._target
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/exe") == exe:
+                    self.rss_kb = max(self.rss_kb, status_kb(pid, "VmHWM") or 0)
+        if not (self.policy.memory or self.policy.max_procs):
+            return None
         pids = tree.descendants(root)
         if self.policy.memory:
             for pid in pids:

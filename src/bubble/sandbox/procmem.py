@@ -46,8 +46,10 @@ class TargetMemory:
             length -= chunk
         return bytes(out)
 
-    def cstring(self, pid: int, addr: int, limit: int = PATH_MAX) -> bytes:
-        """A NUL-terminated string of at most `limit` bytes. OSError if unreadable."""
+    def read_cstring(self, pid: int, addr: int, limit: int = PATH_MAX) -> tuple[bytes, str | None]:
+        """A NUL-terminated string of at most `limit` bytes, and why it was cut short:
+        None (complete), "EFAULT" (ran into an unmapped page: the kernel would fail the call)
+        or "ENAMETOOLONG" (no NUL within `limit`). OSError if nothing is readable."""
         if addr == 0:
             raise OSError(errno_mod.EFAULT, "NULL pointer")
         out = bytearray()
@@ -57,24 +59,31 @@ class TargetMemory:
                 data = self._reader.read(pid, addr, chunk)
             except OSError:
                 if out:
-                    break
+                    return bytes(out), "EFAULT"
                 raise
             nul = data.find(b"\0")
             if nul >= 0:
                 out += data[:nul]
-                return bytes(out)
+                return bytes(out), None
             out += data
             if len(data) < chunk:
-                break
+                return bytes(out), "EFAULT"
             addr += chunk
-        return bytes(out)
+        return bytes(out), "ENAMETOOLONG"
+
+    def cstring(self, pid: int, addr: int, limit: int = PATH_MAX) -> bytes:
+        """The readable bytes of a NUL-terminated string (see `read_cstring`)."""
+        return self.read_cstring(pid, addr, limit)[0]
 
     def text(self, pid: int, addr: int, limit: int = PATH_MAX) -> str:
-        """A string for an event: decoded, or a marker like `<unreadable: EFAULT>`."""
+        """A string for an event: decoded, with `<cut: ERRNO>` appended when it did not end
+        where the kernel would accept it, or a marker like `<unreadable: EFAULT>`."""
         try:
-            return self.cstring(pid, addr, limit).decode("utf-8", "backslashreplace")
+            data, cut = self.read_cstring(pid, addr, limit)
         except OSError as err:
             return unreadable(err)
+        text = data.decode("utf-8", "backslashreplace")
+        return f"{text}<cut: {cut}>" if cut else text
 
     def pointers(self, pid: int, addr: int, count: int) -> list[int]:
         """Up to `count` 8-byte words at `addr` (fewer at an unmapped page)."""

@@ -202,12 +202,17 @@ class Session:
             os.close(fd)
         if self.cgroups:
             self.cgroups.add(pid)  # before "go": the target starts inside its limits
+        if not policy.pidns:  # under --pidns our child is the namespace's keeper, not the target
+            self.monitor.watch(pid, self.path)
         if self.pump:
             self.pump.parent_started()
         try:
             return self._supervise(ready_r, go_w, err_r, wake_r, started)
         finally:
             self._restore_terminal()
+            signal.set_wakeup_fd(-1)  # before its pipe closes: a late SIGCHLD must not hit it
+            for sig in (signal.SIGCHLD, *_STOP_SIGNALS):
+                signal.signal(sig, signal.SIG_DFL)
             for fd in (ready_r, go_w, err_r, wake_r, wake_w):
                 os.close(fd)
             if fallback:
@@ -302,11 +307,10 @@ class Session:
             result = 128 + sig
         else:
             code = result = os.WEXITSTATUS(status)
-        rss = (
-            sup.max_rss_kb
-            if sup and sup.max_rss_kb
-            else (self.rusage.ru_maxrss if self.rusage else 0)
-        )
+        # Peak memory as seen at exit_group and by sampling; wait4's figure only as a last
+        # resort, since it also holds the launcher's memory from before exec.
+        seen = max(sup.max_rss_kb if sup else 0, self.monitor.rss_kb)
+        rss = seen or (self.rusage.ru_maxrss if self.rusage else 0)
         if self.error is not None and self.error[0] != 0:
             result = code = self.error[0]
             self.writer.emit(events.Msg(action="error", message=self.error[1], pid=self.child_pid))

@@ -30,6 +30,16 @@ _NON_NATIVE_EXIT = frozenset({"exit", "exit_group"})
 _UNKNOWN = Syscall("unknown", -1, "sys", (), "sys")
 
 
+def _tty_nr(pid: int) -> int | None:
+    """The controlling terminal's device number of `pid` (0: none), from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(b")") + 2 :].split()[4])
+
+
 class Supervisor:
     """Serves one listener for one run."""
 
@@ -78,6 +88,12 @@ class Supervisor:
             finally:
                 os.close(pidfd)
         else:
+            if source == "/dev/tty":
+                # /dev/tty means the *caller's* terminal: it may have none (after setsid), or
+                # another one than ours; both answer like the kernel would for a missing one.
+                tty = _tty_nr(pid)
+                if not tty or tty != _tty_nr(os.getpid()):
+                    raise OSError(errno.ENXIO, os.strerror(errno.ENXIO))
             access = flags & 3 if flags & 3 != 3 else os.O_RDWR
             fd = os.open(source, access | (flags & (os.O_APPEND | os.O_NONBLOCK)) | os.O_CLOEXEC)
         try:
