@@ -10,7 +10,7 @@ APT_RUN  := libseccomp2
 APT_TEST := libseccomp2 chromium gcc libc6-dev libseccomp-dev strace
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fmt bench bench-quick clean deps-run deps-test
+.PHONY: run test lint fmt bench bench-quick screenshots clean deps-run deps-test
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench: deps-test $(VENV)/.stamp-test
 
 bench-quick: deps-test $(VENV)/.stamp-test
 	$(BIN)/python bench/run.py --quick
+
+screenshots: deps-test $(VENV)/.stamp-test
+	BUBBLE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/browser
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info tests/probes/bin bench/out

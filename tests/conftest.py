@@ -80,7 +80,9 @@ def probe(tmp_path_factory) -> str:
     out = Path(tempfile.mkdtemp(prefix="bubble-probe-", dir="/tmp"))
     os.chmod(out, 0o755)
     binary = out / "probe"
-    subprocess.run(["gcc", "-O1", "-Wall", "-o", str(binary), str(PROBE_SRC), "-lpthread"], check=True)
+    subprocess.run(
+        ["gcc", "-O1", "-Wall", "-o", str(binary), str(PROBE_SRC), "-lpthread"], check=True
+    )
     yield str(binary)
     shutil.rmtree(out, ignore_errors=True)
 
@@ -90,8 +92,9 @@ def nobody_src() -> Iterator[str]:
     """A copy of src/ that `nobody` can read, for running Bubble itself as an unprivileged
     user (the checkout may sit in a directory only root can enter)."""
     out = Path(tempfile.mkdtemp(prefix="bubble-src-", dir="/tmp"))
-    shutil.copytree(ROOT / "src" / "bubble", out / "bubble",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "src" / "bubble", out / "bubble", ignore=shutil.ignore_patterns("__pycache__")
+    )
     for path in [out, *out.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     yield str(out)

@@ -105,7 +105,6 @@ def decide_fs(
     ctx: dict[str, Any],
     policy: Policy,
     how_flags: int | None,
-    category: str = "fs",
 ) -> Decision:
     if (
         row.name == "openat2"
@@ -117,7 +116,7 @@ def decide_fs(
         return alert(row, nr, pid, {**ctx, "detail": "read-only openat2: use openat"}, errno.ENOSYS)
     if not policy.deny_fs:
         return Decision(
-            CONTINUE, _call(events.FS_WRITE, row.name, nr, pid, category, ctx, decision="ALLOW")
+            CONTINUE, _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW")
         )
     if row.name in _OPENS:
         source = pseudo_device(pid, ctx.get("path"))
@@ -127,7 +126,7 @@ def decide_fs(
                 _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW"),
                 source=source,
             )
-    return alert(row, nr, pid, ctx, category=category)
+    return alert(row, nr, pid, ctx, category="fs")
 
 
 def decide_net(row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy) -> Decision:
@@ -184,7 +183,7 @@ def decide(
         )
     if row.name == "ioctl" and ctx.pop("cmd", None) in FS_IOCTLS:
         # Decided on the request register: inode flags are a filesystem mutation.
-        return decide_fs(row, nr, pid, {**ctx, "path": ctx.get("path")}, policy, None, "fs")
+        return decide_fs(row, nr, pid, ctx, policy, None)
     if row.rule == "enosys":
         return alert(row, nr, pid, ctx, errno.ENOSYS)
     return alert(row, nr, pid, ctx)

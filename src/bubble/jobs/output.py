@@ -1,0 +1,91 @@
+"""The target's stdout/stderr: pipe -> file in the run folder, readable while it grows.
+
+The file is the store for output, as the database is for events: readers (the output SSE
+stream) read it from a byte offset, so a reconnect resumes exactly. Output beyond a cap is
+drained and counted but not kept, so a chatty target can neither block on a full pipe nor
+fill the disk.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from pathlib import Path
+
+from bubble.jobs.hub import Hub
+
+READ_SIZE = 1 << 16
+
+
+class OutputPump(threading.Thread):
+    """Copies one pipe into one file until EOF or `stop()` (after the launcher is gone,
+    a leftover process may still hold the pipe open)."""
+
+    def __init__(self, fd: int, path: Path, cap: int, hub: Hub, run_id: str) -> None:
+        super().__init__(name=f"output-{path.name}-{run_id[:8]}", daemon=True)
+        self.fd = fd
+        self.path = path
+        self.cap = cap
+        self.hub = hub
+        self.run_id = run_id
+        self.kept = 0
+        self.dropped = 0
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        try:
+            with open(self.path, "ab", buffering=0) as out:
+                while True:
+                    ready, _, _ = select.select([self.fd], [], [], 0.2)
+                    if not ready:
+                        if self._halt.is_set():
+                            break
+                        continue
+                    chunk = os.read(self.fd, READ_SIZE)
+                    if not chunk:
+                        break
+                    room = self.cap - self.kept
+                    if room > 0:
+                        out.write(chunk[:room])
+                        self.kept += min(room, len(chunk))
+                        self.hub.publish(self.run_id)
+                    self.dropped += max(0, len(chunk) - max(room, 0))
+        finally:
+            os.close(self.fd)
+
+
+def read_text(path: Path, offset: int, limit: int, final: bool) -> tuple[str, int]:
+    """Text from byte `offset` (at most `limit` bytes) and the offset after it.
+
+    A multi-byte UTF-8 character cut by the end of what is written so far is left for the
+    next read, unless the file is `final`; invalid bytes become U+FFFD.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(limit)
+    except FileNotFoundError:
+        return "", offset
+    if not data:
+        return "", offset
+    cut = len(data)
+    if not final or len(data) == limit:
+        cut = _complete_utf8(data)
+    return data[:cut].decode("utf-8", "replace"), offset + cut
+
+
+def _complete_utf8(data: bytes) -> int:
+    """Length of `data` without a trailing, incomplete UTF-8 sequence."""
+    n = len(data)
+    for back in range(1, min(4, n) + 1):
+        byte = data[n - back]
+        if byte < 0x80:
+            return n  # ASCII: nothing is cut
+        if byte >= 0xC0:  # a lead byte: how long should its sequence be?
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return n if back >= need else n - back
+    return n  # only continuation bytes: invalid anyway, let the decoder replace them

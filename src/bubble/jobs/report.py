@@ -1,0 +1,104 @@
+"""A run as the outside world sees it: the record the API, the SSE `end` event and the
+seed's blocking `/run` answer are built from."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from bubble import events as ev
+from bubble.jobs import schema
+from bubble.jobs.store import Store
+
+
+def counts(store: Store, run_id: str) -> dict[str, Any]:
+    """Events by category: violations per `fs`/`net`/`sys`, spawns, totals, by type."""
+    out: dict[str, Any] = {"events": 0, "alerts": 0, "fs": 0, "net": 0, "sys": 0, "spawn": 0}
+    by_type: dict[str, int] = {}
+    for etype, category, n in store.event_counts(run_id):
+        out["events"] += n
+        by_type[etype] = by_type.get(etype, 0) + n
+        if etype == ev.ALERT:
+            out["alerts"] += n
+            if category in ("fs", "net", "sys"):
+                out[category] += n
+        elif etype == ev.SPAWN:
+            out["spawn"] += n
+    out["by_type"] = by_type
+    return out
+
+
+def policy_view(policy: dict[str, Any]) -> dict[str, Any]:
+    """The policy in the seed's vocabulary (`permissions`) next to the raw flags."""
+    return {
+        "permissions": {
+            "fs_read": True,
+            "fs_write": not policy.get("deny_fs", True),
+            "network": not policy.get("deny_net", True),
+        },
+        "notify_exec": bool(policy.get("notify_exec")),
+        "pidns": bool(policy.get("pidns")),
+        "diagnose": bool(policy.get("diagnose")),
+        "trace_net": bool(policy.get("trace_net")),
+        "peek_tx": policy.get("peek_tx", 0),
+        "flags": {k: v for k, v in policy.items() if v not in (None, False, 0)},
+    }
+
+
+def run_report(store: Store, run: dict[str, Any]) -> dict[str, Any]:
+    """The public view of a run row (links are added by the web layer)."""
+    run_id = run["id"]
+    terminal = run["status"] in schema.TERMINAL
+    stored = run.get("counts") if terminal else None
+    changes = run.get("fs_changes") or {}
+    arts = [
+        {k: a[k] for k in ("id", "kind", "name", "size", "sha256", "created_at")}
+        for a in store.artifacts_of(run_id)
+    ]
+    return {
+        "id": run_id,
+        "status": run["status"],
+        "done": terminal,
+        "created_at": run["created_at"],
+        "started_at": run.get("started_at"),
+        "ended_at": run.get("ended_at"),
+        "command": run["command"],
+        "command_line": run.get("command_line") or shlex.join(run["command"]),
+        "policy": policy_view(run["policy"]),
+        "timeout": run["timeout"],
+        "exit_code": run.get("exit_code"),
+        "signal": run.get("signal"),
+        "duration_ms": run.get("duration_ms"),
+        "max_rss_kb": run.get("max_rss_kb"),
+        "timed_out": bool(run.get("timed_out")),
+        "limit": run.get("limit_hit"),
+        "launcher_status": run.get("launcher_status"),
+        "error": run.get("error"),
+        "hint": run.get("hint"),
+        "sample_id": run.get("sample_id"),
+        "upload_id": run.get("upload_id"),
+        "last_seq": run.get("last_seq", 0),
+        "counts": stored or counts(store, run_id),
+        "artifacts": arts,
+        "dropped_files": changes.get("files", []),
+        "modified_files": changes.get("modified", []),
+        "deleted_files": changes.get("deleted", []),
+        "offline": run.get("offline"),
+    }
+
+
+def list_item(run: dict[str, Any]) -> dict[str, Any]:
+    """A run in the history list: enough to find it again, cheap to produce."""
+    c = run.get("counts") or {}
+    return {
+        "id": run["id"],
+        "num": run["num"],
+        "status": run["status"],
+        "created_at": run["created_at"],
+        "command_line": run.get("command_line") or shlex.join(run["command"]),
+        "exit_code": run.get("exit_code"),
+        "signal": run.get("signal"),
+        "duration_ms": run.get("duration_ms"),
+        "alerts": c.get("alerts"),
+        "events": c.get("events", run.get("last_seq", 0)),
+    }

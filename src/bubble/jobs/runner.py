@@ -1,0 +1,241 @@
+"""One run: start the launcher, pump its events and output, enforce the watchdog, collect.
+
+The web process never forks a target: it starts `python -m bubble run --events-fd N ...`
+in a session of its own, with a clean environment (the server's secrets stay out of the
+target) and the run's working directory as cwd. The launcher kills the whole tree at its
+own `--timeout`; the watchdog here is the backstop if it overruns by `kill_margin`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bubble import events as ev
+from bubble.jobs import schema
+from bubble.jobs.hub import Hub
+from bubble.jobs.ingest import EventSink, pump_events
+from bubble.jobs.model import JobsConfig
+from bubble.jobs.output import OutputPump
+from bubble.jobs.store import Store, now_iso
+from bubble.policy import Policy, to_argv
+
+GRACE = 2.0  # seconds the output pipes may stay open after the launcher ended
+READER_JOIN = 30.0
+
+log = logging.getLogger("bubble.jobs")
+
+
+class Runner:
+    """Executes runs; `kill_all()` stops those in flight (server shutdown)."""
+
+    def __init__(self, cfg: JobsConfig, store: Store, hub: Hub) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.hub = hub
+        self._active: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def launcher_argv(self, policy: Policy, argv: list[str], events_fd: int) -> list[str]:
+        head = [self.cfg.python, "-m", "bubble", "run", *to_argv(policy)]
+        return [*head, "--events-fd", str(events_fd), "--", *argv]
+
+    def _env(self, workdir: Path) -> dict[str, str]:
+        env = {
+            "PATH": self.cfg.target_path,
+            "HOME": str(workdir),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            # Python targets then stream their output live instead of at exit.
+            "PYTHONUNBUFFERED": "1",
+        }
+        if "PYTHONPATH" in os.environ:  # an uninstalled checkout: the launcher needs it
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        return env
+
+    def kill_all(self) -> None:
+        with self._lock:
+            procs = list(self._active.values())
+        for proc in procs:
+            _kill_group(proc.pid)
+
+    def execute(
+        self, run_id: str, argv: list[str], policy: Policy, workdir: Path, rundir: Path
+    ) -> RunResult:
+        """Run the launcher to its end; what was seen is in the result."""
+        sink = EventSink(self.store, self.hub, run_id, rundir / "events.ndjson")
+        ev_r, ev_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        cmd = self.launcher_argv(policy, argv, ev_w)
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                pass_fds=(ev_w,),
+                cwd=workdir,
+                env=self._env(workdir),
+                start_new_session=True,
+            )
+        except OSError:
+            for fd in (ev_r, out_r, err_r):
+                os.close(fd)
+            sink.close()
+            raise
+        finally:
+            for fd in (ev_w, out_w, err_w):
+                os.close(fd)
+        with self._lock:
+            self._active[run_id] = proc
+        stop = threading.Event()
+        assert policy.timeout is not None
+        pumps = [
+            OutputPump(out_r, rundir / "stdout.txt", self.cfg.output_cap, self.hub, run_id),
+            OutputPump(err_r, rundir / "stderr.txt", self.cfg.output_cap, self.hub, run_id),
+        ]
+        reader = threading.Thread(
+            target=pump_events, args=(ev_r, sink, stop), name=f"events-{run_id[:8]}", daemon=True
+        )
+        for thread in (*pumps, reader):
+            thread.start()
+        try:
+            fired = _watch(proc, policy.timeout + self.cfg.kill_margin)
+        finally:
+            with self._lock:
+                self._active.pop(run_id, None)
+        deadline = time.monotonic() + GRACE
+        stop.set()
+        for pump in pumps:
+            pump.stop()
+        for pump in pumps:
+            pump.join(max(0.1, deadline - time.monotonic()))
+        # The reader owns the numbering until it ends: wait for it (it ends at EOF, or
+        # once the pipe is idle) before anyone else adds events.
+        reader.join(READER_JOIN)
+        if reader.is_alive():
+            log.error("run %s: the event reader did not finish", run_id)
+        result = RunResult(sink, proc.returncode, fired, pumps[0], pumps[1])
+        result.complete = not reader.is_alive()
+        return result
+
+
+class RunResult:
+    """What `execute` observed."""
+
+    def __init__(
+        self,
+        sink: EventSink,
+        returncode: int,
+        watchdog_fired: bool,
+        stdout: OutputPump,
+        stderr: OutputPump,
+    ) -> None:
+        self.sink = sink
+        self.complete = True  # False if events may still be arriving (never in practice)
+        self.returncode = returncode
+        self.watchdog_fired = watchdog_fired
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def outcome(self, stderr_path: Path) -> dict[str, Any]:
+        """The run row's final fields, from the exit event or, failing that, the launcher."""
+        exit_ev = self.sink.exit_event or {}
+        timed_out = bool(exit_ev.get("timed_out")) or self.watchdog_fired
+        values: dict[str, Any] = {
+            "launcher_status": self.returncode,
+            "exit_code": exit_ev.get("exit_code"),
+            "signal": exit_ev.get("signal"),
+            "duration_ms": exit_ev.get("duration_ms"),
+            "max_rss_kb": exit_ev.get("max_rss_kb"),
+            "limit_hit": exit_ev.get("limit"),
+            "timed_out": timed_out,
+            "ended_at": now_iso(),
+        }
+        error = _bubble_error(stderr_path) if self.returncode in (125, 126, 127) else None
+        if timed_out:
+            values["status"] = schema.TIMEOUT
+        elif error:
+            message, _, hint = error.partition(" (hint: ")
+            values.update(status=schema.FAILED, error=message, exit_code=self.returncode)
+            values["hint"] = hint.removesuffix(")") or "check the command"
+        elif self.sink.exit_event:
+            values["status"] = schema.COMPLETED
+        else:
+            values.update(status=schema.FAILED, error="the launcher ended without an exit event")
+            values["hint"] = "see the run's stderr artifact for the launcher's message"
+            if self.returncode < 0:
+                values["signal"] = -self.returncode
+            else:
+                values["exit_code"] = self.returncode
+        return values
+
+
+def _watch(proc: subprocess.Popen[bytes], limit: float) -> bool:
+    """Wait for the launcher; kill its process group if it overruns `limit`. True if so.
+
+    The group is killed while the launcher is still unreaped, so its PID (the group id)
+    cannot have been reused by an unrelated process.
+    """
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        ready = select.select([pidfd], [], [], limit)[0]
+        fired = not ready
+        # Stragglers that left the launcher's control (if any) go with the group.
+        _kill_group(proc.pid)
+    finally:
+        os.close(pidfd)
+    proc.wait()
+    return fired
+
+
+def _kill_group(pid: int) -> None:
+    # Already gone, or left by everyone but the zombie leader: nothing to kill.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _bubble_error(stderr_path: Path) -> str | None:
+    """The launcher's own error line (`bubble: ...`) from the end of stderr, if any."""
+    try:
+        with open(stderr_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        if line.startswith("bubble: "):
+            return line[len("bubble: ") :][:500]
+    return None
+
+
+def orchestrator_notes(result: RunResult, timeout: float) -> list[dict[str, Any]]:
+    """Events the orchestrator adds after the launcher's: watchdog and capped output."""
+    notes: list[dict[str, Any]] = []
+    if result.watchdog_fired:
+        notes.append(
+            {
+                "type": ev.MSG,
+                "action": "orchestrator.watchdog",
+                "message": f"the run overran its {timeout:g}s limit; its process group was killed",
+            }
+        )
+    for name, pump in (("stdout", result.stdout), ("stderr", result.stderr)):
+        if pump.dropped:
+            notes.append(
+                {
+                    "type": ev.MSG,
+                    "action": "orchestrator.output_capped",
+                    "message": f"{name}: kept {pump.kept} bytes, dropped {pump.dropped}",
+                }
+            )
+    return notes

@@ -1,0 +1,44 @@
+"""The page: `/` (launch) and `/runs/<id>` (a run's permalink) serve the same single page;
+its script reads the run id from the URL and renders the run from the store."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template, request
+from werkzeug.wrappers import Response
+
+from bubble.web import security
+from bubble.web.runs import get_run_or_404, jobs
+
+bp = Blueprint("pages", __name__)
+
+
+def _page(run_id: str = "") -> str:
+    cfg = jobs().cfg
+    return render_template(
+        "index.html",
+        run_id=run_id,
+        default_timeout=f"{cfg.default_timeout:g}",
+        max_timeout=f"{cfg.max_timeout:g}",
+        max_upload=cfg.max_upload,
+    )
+
+
+@bp.get("/")
+def index() -> str:
+    return _page()
+
+
+@bp.get("/runs/<run_id>")
+def run_page(run_id: str) -> str:
+    get_run_or_404(run_id)
+    return _page(run_id)
+
+
+@bp.get("/login")
+def login_form() -> str:
+    return render_template("login.html")
+
+
+@bp.post("/login")
+def login() -> Response:
+    return security.login(current_app.config.get("TOKEN"), request.form.get("token", ""))

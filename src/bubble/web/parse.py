@@ -1,0 +1,181 @@
+"""The run request body (the seed's, plus `timeout`) -> a validated `RunRequest`.
+
+Strict on purpose: an unknown key, a wrong type or an empty command is refused with a
+message naming it, instead of being ignored and running something the caller did not mean.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from flask import request
+
+from bubble.errors import UsageError
+from bubble.jobs.model import RunRequest
+from bubble.policy import Policy
+from bubble.web.errors import BadRequest, UnsupportedMediaType
+
+TOP_KEYS = frozenset(
+    {
+        "cmd",
+        "permissions",
+        "notify_exec",
+        "pidns",
+        "diagnose",
+        "trace_net",
+        "peek_tx",
+        "uploaded_path",
+        "upload_id",
+        "interpreter",
+        "args",
+        "timeout",
+    }
+)
+PERMISSION_KEYS = frozenset({"fs_read", "fs_write", "network"})
+MAX_ARGS = 1024
+MAX_ARGV_BYTES = 64 << 10
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 4xx saying what is wrong with it."""
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            "the body must be JSON", "send it with 'Content-Type: application/json'"
+        )
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("the body is not valid JSON", "check the JSON syntax")
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", 'e.g. {"cmd": "/bin/echo hi"}')
+    return body
+
+
+def _bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false", f'e.g. "{key}": true')
+    return value
+
+
+def _words(value: Any, key: str) -> list[str]:
+    """A string (split like a shell would, without running one) or a list of strings."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            words = shlex.split(value)
+        except ValueError as err:
+            raise BadRequest(
+                f"{key} cannot be split into words: {err}", "balance the quotes"
+            ) from None
+    elif isinstance(value, list) and all(isinstance(w, str) for w in value):
+        words = list(value)
+    else:
+        raise BadRequest(f"{key} must be a string or a list of strings", f'e.g. "{key}": "-v"')
+    if any("\0" in w for w in words):
+        raise BadRequest(f"{key} contains a NUL byte", "remove it")
+    return words
+
+
+def _timeout(body: Mapping[str, Any], default: float, cap: float) -> float:
+    value = body.get("timeout", default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise BadRequest("timeout must be a positive number of seconds", '"timeout": 30')
+    if value > cap:
+        raise BadRequest(
+            f"timeout {value:g}s exceeds this server's limit of {cap:g}s",
+            f"ask for at most {cap:g} seconds",
+        )
+    return float(value)
+
+
+def _policy(body: Mapping[str, Any]) -> Policy:
+    perms = body.get("permissions", {})
+    if perms is None:
+        perms = {}
+    if not isinstance(perms, dict):
+        raise BadRequest("permissions must be an object", '"permissions": {"network": true}')
+    unknown = sorted(set(perms) - PERMISSION_KEYS)
+    if unknown:
+        raise BadRequest(
+            f"unknown permission {unknown[0]!r}",
+            "permissions are: " + ", ".join(sorted(PERMISSION_KEYS)),
+        )
+    if not _bool(perms, "fs_read", True):
+        raise BadRequest("filesystem reads cannot be denied", "drop fs_read or set it to true")
+    peek = body.get("peek_tx", 0)
+    if isinstance(peek, bool) or not isinstance(peek, int):
+        raise BadRequest("peek_tx must be a whole number of bytes", '"peek_tx": 64')
+    try:
+        return Policy(
+            deny_fs=not _bool(perms, "fs_write", False),
+            deny_net=not _bool(perms, "network", False),
+            notify_exec=_bool(body, "notify_exec", True),  # the seed's UI default
+            pidns=_bool(body, "pidns", False),
+            diagnose=_bool(body, "diagnose", False),
+            trace_net=_bool(body, "trace_net", False),
+            peek_tx=peek,
+        )
+    except UsageError as err:
+        raise BadRequest(err.message, err.hint) from None
+
+
+def _upload_id(body: Mapping[str, Any]) -> str | None:
+    given = [k for k in ("upload_id", "uploaded_path") if body.get(k) not in (None, "")]
+    if not given:
+        return None
+    value = body[given[0]]
+    if len(given) == 2 and body["upload_id"] != body["uploaded_path"]:
+        raise BadRequest("upload_id and uploaded_path disagree", "send only one of them")
+    if not isinstance(value, str) or not _UPLOAD_ID.match(value):
+        raise BadRequest(
+            f"{given[0]} is not one of our uploads",
+            "upload the file first and pass the id it returns; host paths are not accepted",
+        )
+    return value
+
+
+def parse_run(body: Mapping[str, Any], default_timeout: float, max_timeout: float) -> RunRequest:
+    """Validate a run request body."""
+    unknown = sorted(set(body) - TOP_KEYS)
+    if unknown:
+        raise BadRequest(f"unknown key {unknown[0]!r}", "keys are: " + ", ".join(sorted(TOP_KEYS)))
+    policy = _policy(body)
+    timeout = _timeout(body, default_timeout, max_timeout)
+    upload_id = _upload_id(body)
+    cmd = _words(body.get("cmd"), "cmd")
+    interpreter = _words(body.get("interpreter"), "interpreter")
+    args = _words(body.get("args"), "args")
+    if upload_id is not None and cmd:
+        raise BadRequest("both cmd and an upload given", "send a command or an upload, not both")
+    if upload_id is None:
+        if not cmd:
+            raise BadRequest("the command is empty", 'give "cmd", e.g. "/bin/echo hello"')
+        if interpreter:
+            raise BadRequest(
+                "interpreter applies to uploads only", "put the interpreter in cmd itself"
+            )
+    argv = cmd + args
+    # Shown and offered for re-runs as typed; argv is what runs.
+    typed = body["cmd"].strip() if isinstance(body.get("cmd"), str) else None
+    if typed is not None and args:
+        extra = body["args"] if isinstance(body["args"], str) else shlex.join(args)
+        typed = f"{typed} {extra.strip()}"
+    if len(argv) + len(interpreter) > MAX_ARGS:
+        raise BadRequest(f"more than {MAX_ARGS} arguments", "pass fewer arguments")
+    if sum(len(w.encode()) + 1 for w in argv + interpreter) > MAX_ARGV_BYTES:
+        raise BadRequest(f"the command is longer than {MAX_ARGV_BYTES} bytes", "shorten it")
+    return RunRequest(
+        argv=tuple(argv),
+        policy=policy,
+        timeout=timeout,
+        upload_id=upload_id,
+        interpreter=tuple(interpreter),
+        command_line=typed[:4096] if typed else None,
+    )

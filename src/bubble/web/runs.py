@@ -1,0 +1,121 @@
+"""`/api/runs`: start a run, list the history, describe one run, download its artifacts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+
+from bubble.jobs.report import list_item, run_report
+from bubble.jobs.service import Jobs
+from bubble.web.errors import BadRequest, NotFound
+from bubble.web.parse import json_body, parse_run
+
+bp = Blueprint("runs", __name__)
+
+_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_MIMETYPES = {
+    "stdout": "text/plain; charset=utf-8",
+    "stderr": "text/plain; charset=utf-8",
+    "events": "application/x-ndjson",
+}
+_SUFFIX = {"stdout": ".stdout.txt", "stderr": ".stderr.txt", "events": ".events.ndjson"}
+
+
+def jobs() -> Jobs:
+    """The orchestrator of the current app."""
+    found: Jobs = current_app.extensions["bubble"]
+    return found
+
+
+def get_run_or_404(run_id: str) -> dict[str, Any]:
+    run = jobs().store.get_run(run_id) if _ID.match(run_id) else None
+    if run is None:
+        raise NotFound(f"there is no run {run_id!r}", "list the runs with GET /api/runs")
+    return run
+
+
+def links(run_id: str) -> dict[str, str]:
+    return {
+        "self": url_for("runs.get_run", run_id=run_id),
+        "events": url_for("stream.events", run_id=run_id),
+        "output": url_for("stream.output", run_id=run_id),
+        "page": url_for("pages.run_page", run_id=run_id),
+    }
+
+
+def describe(run: dict[str, Any]) -> dict[str, Any]:
+    """A run's full public record with its links and artifact download URLs."""
+    report = run_report(jobs().store, run)
+    for art in report["artifacts"]:
+        art["url"] = url_for("runs.artifact", run_id=run["id"], artifact_id=art["id"])
+    report["links"] = links(run["id"])
+    return report
+
+
+def start_run(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate and queue a run; returns its row."""
+    cfg = jobs().cfg
+    req = parse_run(body, cfg.default_timeout, cfg.max_timeout)
+    return jobs().submit(req)
+
+
+@bp.post("/api/runs")
+def create_run() -> tuple[Response, int, dict[str, str]]:
+    run = start_run(json_body())
+    body = {"id": run["id"], "status": run["status"], "links": links(run["id"])}
+    return jsonify(body), 202, {"Location": body["links"]["self"]}
+
+
+@bp.get("/api/runs")
+def list_runs() -> Response:
+    try:
+        limit = int(request.args.get("limit", "20"))
+        before = request.args.get("before")
+        before_num = int(before) if before else None
+    except ValueError:
+        raise BadRequest("limit and before must be whole numbers", "e.g. ?limit=20") from None
+    if not 1 <= limit <= 200:
+        raise BadRequest("limit must be between 1 and 200", "e.g. ?limit=20")
+    rows = jobs().store.list_runs(limit, before_num)
+    items = []
+    for row in rows:
+        item = list_item(row)
+        item["links"] = {"self": url_for("runs.get_run", run_id=row["id"])}
+        item["links"]["page"] = url_for("pages.run_page", run_id=row["id"])
+        items.append(item)
+    nxt = None
+    if len(rows) == limit:
+        nxt = url_for("runs.list_runs", limit=limit, before=rows[-1]["num"])
+    return jsonify({"runs": items, "next": nxt})
+
+
+@bp.get("/api/runs/<run_id>")
+def get_run(run_id: str) -> Response:
+    return jsonify(describe(get_run_or_404(run_id)))
+
+
+@bp.get("/api/runs/<run_id>/artifacts/<artifact_id>")
+def artifact(run_id: str, artifact_id: str) -> Response:
+    get_run_or_404(run_id)
+    art = jobs().store.get_artifact(run_id, artifact_id) if _ID.match(artifact_id) else None
+    if art is None:
+        raise NotFound(f"run {run_id} has no artifact {artifact_id!r}", "see the run's artifacts")
+    path = jobs().cfg.data_dir / art["path"]
+    kind = art["kind"]
+    # The download name is ours: run id + kind, never a name the target or client chose.
+    name = f"{run_id}{_SUFFIX.get(kind, f'.{artifact_id}.bin')}"
+    return send_file(
+        path,
+        mimetype=_MIMETYPES.get(kind, "application/octet-stream"),
+        as_attachment=True,
+        download_name=name,
+        max_age=0,
+    )
+
+
+@bp.get("/api/health")
+def health() -> Response:
+    j = jobs()
+    return jsonify({"ok": True, "workers": j.cfg.workers, "queued": j.queue.depth()})

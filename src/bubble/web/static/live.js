@@ -1,0 +1,148 @@
+// One run on screen: two EventSource streams (events, output) feed queues that are drained
+// once per animation frame within a time budget, so a flood of 100,000 events never
+// blocks the page: parsing is spread over frames and only capped DOM work is done.
+import { $, atBottom, fmtBytes } from "./dom.js";
+import { EventList } from "./eventlist.js";
+import { renderSummary } from "./summary.js";
+import { Violations } from "./violations.js";
+
+const FRAME_BUDGET_MS = 10;
+const OUT_CAP = 256 * 1024; // characters of stdout/stderr kept on screen
+
+export class RunView {
+  constructor(onEnd) {
+    this.onEnd = onEnd;
+    this.violations = new Violations($("vio-list"), $("vio-empty"), $("vio-more"), $("vio-counts"));
+    this.events = new EventList($("ev-list"), $("ev-hidden"), $("ev-count"), $("chips"), $("ev-filter"));
+    this.out = { stdout: $("stdout"), stderr: $("stderr") };
+    this.sources = [];
+    this.runId = null;
+    this.frame = 0;
+    for (const tab of document.querySelectorAll(".tab")) {
+      tab.addEventListener("click", () => this.showStream(tab.dataset.stream));
+    }
+  }
+
+  showStream(name) {
+    for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.stream === name);
+    this.out.stdout.hidden = name !== "stdout";
+    this.out.stderr.hidden = name !== "stderr";
+  }
+
+  setLive(state, text) {
+    const live = $("live");
+    live.className = `live ${state}`;
+    live.textContent = text;
+  }
+
+  close() {
+    for (const src of this.sources) src.close();
+    this.sources = [];
+    cancelAnimationFrame(this.frame);
+    this.frame = 0;
+  }
+
+  /** Show run `id`: everything stored so far, then live until the run ends. */
+  open(id, record) {
+    this.close();
+    this.runId = id;
+    this.queue = [];
+    this.head = 0;
+    this.text = { stdout: "", stderr: "" };
+    this.outDirty = false;
+    this.ended = null;
+    this.done = false;
+    document.body.dataset.runState = "live";
+    this.violations.reset();
+    this.events.reset();
+    for (const pre of Object.values(this.out)) pre.textContent = "";
+    $("stderr-size").textContent = "";
+    $("out-note").hidden = true;
+    this.showStream("stdout");
+    if (record) renderSummary($("summary-body"), record);
+    this.setLive("waiting", record?.status === "queued" ? "queued" : "connecting…");
+
+    // Batches: one message per group of events that are ready together (a flood), so
+    // the browser's per-message cost is paid once per batch, not once per event.
+    const events = new EventSource(`/api/runs/${id}/events?batch=500`);
+    events.onopen = () => { if (!this.ended && !this.done) this.setLive("on", "● live"); };
+    events.addEventListener("events", (msg) => {
+      for (const line of msg.data.split("\n")) this.queue.push(line);
+      this.schedule();
+    });
+    events.addEventListener("end", (msg) => {
+      events.close();
+      this.ended = JSON.parse(msg.data);
+      this.schedule();
+    });
+    events.onerror = () => { if (!this.ended && !this.done) this.setLive("waiting", "reconnecting…"); };
+
+    const output = new EventSource(`/api/runs/${id}/output`);
+    for (const name of ["stdout", "stderr"]) {
+      output.addEventListener(name, (msg) => {
+        this.text[name] += JSON.parse(msg.data).text;
+        if (this.text[name].length > 2 * OUT_CAP) this.trim(name);
+        this.outDirty = true;
+        this.schedule();
+      });
+    }
+    output.addEventListener("end", () => output.close());
+    this.sources = [events, output];
+  }
+
+  trim(name) {
+    this.text[name] = this.text[name].slice(-OUT_CAP);
+    const note = $("out-note");
+    note.hidden = false;
+    note.textContent = `Showing the last ${fmtBytes(OUT_CAP)} of ${name}; download the artifact for all of it.`;
+  }
+
+  schedule() {
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.pump());
+  }
+
+  pump() {
+    this.frame = 0;
+    const start = performance.now();
+    const q = this.queue;
+    while (this.head < q.length && performance.now() - start < FRAME_BUDGET_MS) {
+      const stop = Math.min(q.length, this.head + 256);
+      for (; this.head < stop; this.head += 1) this.ingest(q[this.head]);
+    }
+    if (this.head >= q.length) { this.queue = []; this.head = 0; }
+    this.violations.flush();
+    this.events.flush();
+    if (this.outDirty) this.flushOutput();
+    if (this.queue.length || this.events.behind) this.schedule();
+    else if (this.ended) this.finish();
+  }
+
+  ingest(raw) {
+    let ev;
+    try { ev = JSON.parse(raw); } catch { return; }
+    this.events.add(raw, ev);
+    if (ev.type === "policy.alert") this.violations.add(ev);
+  }
+
+  flushOutput() {
+    this.outDirty = false;
+    for (const [name, pre] of Object.entries(this.out)) {
+      const text = this.text[name].length > OUT_CAP ? this.text[name].slice(-OUT_CAP) : this.text[name];
+      if (pre.textContent.length === text.length && pre.textContent === text) continue;
+      const tail = atBottom(pre);
+      pre.textContent = text;
+      if (tail) pre.scrollTop = pre.scrollHeight;
+    }
+    $("stderr-size").textContent = this.text.stderr ? `(${fmtBytes(this.text.stderr.length)})` : "";
+  }
+
+  finish() {
+    const record = this.ended;
+    this.ended = null;
+    this.done = true;
+    renderSummary($("summary-body"), record);
+    this.setLive(`ended st-${record.status}`, `ended · ${record.status}`);
+    document.body.dataset.runState = "ended";
+    this.onEnd?.(record);
+  }
+}

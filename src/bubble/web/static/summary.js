@@ -1,0 +1,76 @@
+// Execution Summary: how the run ended, what it used, what it left behind, and its ids.
+import { clear, el, fmtBytes, fmtInt, fmtMs } from "./dom.js";
+
+const STATUS_TEXT = {
+  queued: "Queued", running: "Running", completed: "Completed", timeout: "Timed out",
+  failed: "Failed", interrupted: "Interrupted",
+};
+
+function item(label, ...value) {
+  return el("div", { class: "kv" }, el("span", { class: "k" }, label), el("span", { class: "v" }, ...value));
+}
+
+function exitText(rec) {
+  if (rec.signal) return `signal ${rec.signal}`;
+  if (rec.exit_code === null || rec.exit_code === undefined) return "–";
+  return String(rec.exit_code);
+}
+
+function fileList(title, files, rec, describe) {
+  if (!files?.length) return null;
+  const list = el("ul", { class: "files" });
+  const arts = new Set(rec.artifacts.map((a) => a.id));
+  for (const f of files) {
+    const link = f.artifact_id && arts.has(f.artifact_id)
+      ? el("a", { href: `/api/runs/${rec.id}/artifacts/${f.artifact_id}`, download: "" }, "download")
+      : null;
+    list.append(el("li", {}, el("code", { class: "fname" }, f.name), " ", describe(f), link ? " " : "", link));
+  }
+  return [el("h3", {}, title), list];
+}
+
+function dropped(f) {
+  const parts = [el("span", { class: "muted" }, `(${f.kind}${f.size != null ? `, ${fmtBytes(f.size)}` : ""})`)];
+  if (f.sha256) parts.push(" ", el("code", { class: "sha", title: "sha256" }, f.sha256));
+  if (f.target) parts.push(" → ", el("code", {}, f.target));
+  return parts;
+}
+
+function modified(f) {
+  const parts = [el("span", { class: "muted" }, `(${fmtBytes(f.size_before)} → ${fmtBytes(f.size_after)})`)];
+  if (f.sha256) parts.push(" ", el("code", { class: "sha", title: "sha256 after" }, f.sha256));
+  return parts;
+}
+
+/** Render a run record (GET /api/runs/<id>, or the data of the stream's `end` event). */
+export function renderSummary(box, rec) {
+  clear(box);
+  const status = rec.status || "queued";
+  const counts = rec.counts || {};
+  box.append(el("div", { class: "sum-row" },
+    el("span", { class: `badge st-${status}`, id: "run-status" }, STATUS_TEXT[status] || status),
+    item("Command:", el("code", {}, rec.command_line || "")),
+    item("Exit:", el("span", { id: "run-exit" }, exitText(rec))),
+    item("Duration:", fmtMs(rec.duration_ms)),
+    item("Max RSS:", rec.max_rss_kb != null ? `${fmtInt(rec.max_rss_kb)} KB` : "–"),
+    item("Events:", fmtInt(counts.events ?? rec.last_seq)),
+    item("Violations:", fmtInt(counts.alerts ?? 0)),
+    item("Dropped Files:", fmtInt(rec.dropped_files?.length ?? 0)),
+    rec.timed_out ? el("span", { class: "badge st-timeout" }, `timeout ${rec.timeout}s`) : null));
+  if (rec.error) {
+    box.append(el("p", { class: "error" }, rec.error, rec.hint ? el("span", { class: "muted" }, ` — ${rec.hint}`) : null));
+  }
+  box.append(...(fileList("▤ Dropped Files", rec.dropped_files, rec, dropped) || []));
+  box.append(...(fileList("✎ Modified Files", rec.modified_files, rec, modified) || []));
+  const ids = el("div", { class: "sum-row ids" },
+    item("Sample ID:", el("code", {}, rec.sample_id || "–")),
+    item("Run ID:", el("code", { id: "run-id" }, rec.id)),
+    item("Permalink:", el("a", { href: `/runs/${rec.id}`, id: "permalink" }, `/runs/${rec.id}`)));
+  for (const art of rec.artifacts || []) {
+    if (art.kind === "dropped") continue;
+    ids.append(item(`${art.kind}:`, el("a", { href: art.url, download: "", class: "artifact", "data-kind": art.kind },
+      `${art.id.slice(0, 8)}… (${fmtBytes(art.size)})`)));
+  }
+  if (rec.offline) ids.append(el("span", { class: "badge offline" }, "⚠ Offline mode"));
+  box.append(ids);
+}

@@ -1,0 +1,119 @@
+// Security Violations: one colour-coded card per distinct violation (category, syscall,
+// errno and context), with a count for repeats. The DOM holds at most CARD_CAP cards;
+// beyond that distinct violations are counted, not drawn (the data stays in All Events).
+import { clear, el, fmtInt, fmtTime } from "./dom.js";
+
+const CARD_CAP = 200;
+const CATEGORIES = ["fs", "net", "sys"];
+
+function peerText(ev) {
+  if (ev.peer === undefined || ev.peer === null) return null;
+  const host = String(ev.peer).includes(":") && ev.port != null ? `[${ev.peer}]` : String(ev.peer);
+  return ev.port != null ? `${host}:${ev.port}` : host;
+}
+
+/** The context lines of a card: [label, value] pairs for the fields an event has. */
+function context(ev) {
+  const out = [];
+  const add = (label, value) => {
+    if (value !== undefined && value !== null && value !== "") out.push([label, String(value)]);
+  };
+  add("path", ev.path);
+  add("to", ev.path2);
+  add("flags", ev.flags);
+  if (typeof ev.mode === "number") add("mode", `0${ev.mode.toString(8)}`);
+  add("peer", peerText(ev));
+  add("family", ev.family_name ?? ev.family);
+  add("type", ev.sock_type);
+  add("detail", ev.detail);
+  add("pid", ev.pid);
+  return out;
+}
+
+function groupKey(ev) {
+  return [ev.category, ev.syscall, ev.denied, ev.path, ev.path2, ev.flags, ev.peer, ev.port,
+    ev.family, ev.sock_type, ev.detail].join("\u0000");
+}
+
+export class Violations {
+  constructor(list, empty, more, counts) {
+    Object.assign(this, { list, empty, more, counts });
+    this.reset();
+  }
+
+  reset() {
+    this.groups = new Map();
+    this.fresh = [];
+    this.dirty = new Set();
+    this.byCat = { fs: 0, net: 0, sys: 0 };
+    this.total = 0;
+    this.undrawn = 0;
+    clear(this.list);
+    clear(this.counts);
+    this.empty.hidden = false;
+    this.more.hidden = true;
+  }
+
+  /** Count one policy.alert; drawing waits for flush(). */
+  add(ev) {
+    const key = groupKey(ev);
+    let group = this.groups.get(key);
+    if (!group) {
+      group = { ev, count: 0, last: ev.ts, node: null };
+      this.groups.set(key, group);
+      if (this.groups.size <= CARD_CAP) this.fresh.push(group);
+      else this.undrawn += 1;
+    }
+    group.count += 1;
+    group.last = ev.ts;
+    this.dirty.add(group);
+    this.total += 1;
+    const cat = CATEGORIES.includes(ev.category) ? ev.category : "sys";
+    this.byCat[cat] += 1;
+  }
+
+  card(group) {
+    const ev = group.ev;
+    const cat = CATEGORIES.includes(ev.category) ? ev.category : "sys";
+    group.countEl = el("span", { class: "v-count", title: "times seen" });
+    group.timeEl = el("span", { class: "v-time" });
+    const ctx = el("dl", { class: "v-ctx" });
+    for (const [label, value] of context(ev)) {
+      ctx.append(el("dt", {}, label), el("dd", {}, value));
+    }
+    return el("div", { class: `vcard cat-${cat}`, "data-category": cat },
+      el("div", { class: "v-head" },
+        el("span", { class: "v-cat" }, cat.toUpperCase()),
+        el("span", { class: "v-sys" }, ev.syscall ?? "?"),
+        el("span", { class: "v-errno" }, ev.denied ?? ev.reason ?? ""),
+        group.countEl, group.timeEl),
+      ctx);
+  }
+
+  /** Draw new cards and refresh changed counts (once per animation frame). */
+  flush() {
+    if (this.fresh.length) {
+      const frag = document.createDocumentFragment();
+      for (const group of this.fresh) frag.appendChild((group.node = this.card(group)));
+      this.fresh = [];
+      this.list.appendChild(frag);
+    }
+    if (!this.dirty.size) return;
+    for (const group of this.dirty) {
+      if (!group.node) continue;
+      group.countEl.textContent = group.count > 1 ? `×${fmtInt(group.count)}` : "";
+      group.timeEl.textContent = fmtTime(group.last);
+    }
+    this.dirty.clear();
+    this.empty.hidden = this.total > 0;
+    clear(this.counts);
+    for (const cat of CATEGORIES) {
+      if (this.byCat[cat]) {
+        this.counts.append(el("span", { class: `pill cat-${cat}` }, `${cat} ${fmtInt(this.byCat[cat])}`));
+      }
+    }
+    this.more.hidden = this.undrawn === 0;
+    this.more.textContent = `+${fmtInt(this.undrawn)} more distinct violations not drawn ` +
+      "(filter All Events by category to see them)";
+  }
+}

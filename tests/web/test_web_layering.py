@@ -1,0 +1,35 @@
+"""DESIGN §1: `jobs` imports only the leaves, never `sandbox` or `web`; `web` never imports
+`sandbox` (it starts the launcher through `jobs`, as a subprocess)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "bubble"
+LEAVES = {"bubble.policy", "bubble.events", "bubble.errors"}
+
+
+def bubble_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            found |= {n for n in names if n.startswith("bubble")}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("bubble")}
+    return found
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "jobs").glob("*.py")), ids=lambda p: p.name)
+def test_jobs_imports_only_leaves_and_itself(path: Path) -> None:
+    for name in bubble_imports(path):
+        top = ".".join(name.split(".")[:2])
+        assert top in LEAVES or top == "bubble.jobs" or name == "bubble", (path.name, name)
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "web").glob("*.py")), ids=lambda p: p.name)
+def test_web_never_imports_the_sandbox(path: Path) -> None:
+    assert not any(n.startswith("bubble.sandbox") for n in bubble_imports(path)), path.name
