@@ -126,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as err:
+        sys.stderr.write(
+            f"bubble: internal error: {err!r} (hint: rerun with BUBBLE_DEBUG=1 for a traceback, "
+            "and report it)\n"
+        )
+        if os.environ.get("BUBBLE_DEBUG"):
+            raise
+        return 125
     except BrokenPipeError:
         # stdout closed by the reader (e.g. `| head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -7,6 +7,7 @@ every type and field, and a test keeps the two in step.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -221,11 +222,16 @@ class EventWriter:
                 # A non-blocking consumer pipe: wait until it drains, never drop.
                 select.select([], [self.fd], [])
                 continue
-            except BrokenPipeError:
-                # The reader is gone: nothing can receive events any more. Say so once on
-                # our own stderr and keep supervising (denials must go on regardless).
+            except OSError as err:
+                # The reader is gone (EPIPE) or the sink failed (EIO from a terminal the
+                # target took over): nothing can receive events any more. Say so once and keep
+                # supervising: denials must go on regardless.
                 if not self.broken:
                     self.broken = True
-                    print("bubble: event reader closed its end; events are lost", file=sys.stderr)
+                    with contextlib.suppress(OSError):
+                        print(
+                            f"bubble: cannot write events ({err.strerror}); they are lost",
+                            file=sys.stderr,
+                        )
                 return
             view = view[written:]

@@ -104,7 +104,9 @@ def parse_size(flag: str, text: str) -> int:
     try:
         value = float(number) * _UNITS[unit]
     except ValueError:
-        raise UsageError(f"{flag} {text!r} is not a size", f"e.g. {flag} 512M") from None
+        value = float("nan")
+    if not 0 <= value < 1 << 62:  # also refuses nan and inf
+        raise UsageError(f"{flag} {text!r} is not a size", f"e.g. {flag} 512M")
     return int(value)
 
 

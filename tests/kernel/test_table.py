@@ -198,6 +198,12 @@ SYS_ARGS: dict[str, list[str]] = {
     "fsopen": ["s:tmpfs", "0"],
     "io_uring_setup": ["8", "null"],
     "uselib": ["s:/nonexistent"],
+    "prlimit64": ["ppid", "0", "null", "null"],
+    "setpriority": ["0", "ppid", "19"],
+    "sched_setscheduler": ["ppid", "0", "null"],
+    "sched_setparam": ["ppid", "null"],
+    "sched_setattr": ["ppid", "null", "0"],
+    "ioprio_set": ["1", "ppid", "0"],
 }
 SYS_ROWS = [r for r in TABLE if r.category == "sys"]
 
@@ -221,6 +227,25 @@ def test_inode_flag_ioctl_on_read_only_fd(policy, expected, probe, workdir):
     assert f"errno={expected}" in _result_line(res.stdout), res.stdout
     [event] = res.alerts or res.of_type("fs.write")
     assert (event["syscall"], event["category"], event["path"]) == ("ioctl", "fs", f"{workdir}/f")
+
+
+@pytest.mark.parametrize("request_", ["0x40087602", "0x40086604", "0x6609"], ids=["FS_IOC_SETVERSION", "EXT4_IOC_SETVERSION", "EXT4_IOC_MIGRATE"])
+def test_filesystem_ioctl_families_are_mediated(request_, probe, workdir):
+    """Any writing (or argument-less) 'f'/'v' ioctl can change an inode through a read-only fd."""
+    _fixture(workdir)
+    before = snapshot(workdir)
+    res = run_bubble([probe, "sys", "16", f"fd:{workdir}/f", request_, "how:0:0"])
+    assert "errno=EPERM" in _result_line(res.stdout)
+    assert snapshot(workdir) == before
+    [alert] = res.alerts
+    assert (alert["syscall"], alert["category"], alert["path"]) == ("ioctl", "fs", f"{workdir}/f")
+
+
+def test_harmless_self_targeted_calls_pass(probe):
+    """pid 0 means the caller itself: prlimit/setpriority on oneself are not mediated."""
+    for args in (["302", "0", "7", "null", "s:12345678123456781234567812345678"], ["141", "0", "0", "5"]):
+        res = run_bubble([probe, "sys", *args])
+        assert "errno=0" in _result_line(res.stdout) and not res.alerts, (args, res.stdout)
 
 
 def test_kill_minus_one_is_denied(probe):
@@ -263,6 +288,8 @@ SOCKETS = {
     "packet": (["17", "3", "0"], "AF_PACKET"),
     "netlink": (["16", "3", "0"], "AF_NETLINK"),
     "unix-dgram": (["1", "2", "0"], "AF_UNIX"),
+    "unix-raw": (["1", "3", "0"], "AF_UNIX"),
+    "unix-dgram-high-bits": (["0x100000001", "2", "0"], "AF_UNIX"),
     "inet-high-bits": (["0x100000002", "1", "0"], "AF_INET"),
 }
 

@@ -1,7 +1,7 @@
 """Kernel ABI facts for x86_64: syscall numbers we call ourselves, seccomp structs, ioctls.
 
-Struct layouts follow include/uapi/linux/seccomp.h; sizes are checked at start-up against
-SECCOMP_GET_NOTIF_SIZES.
+Struct layouts follow include/uapi/linux/seccomp.h (sizes as SECCOMP_GET_NOTIF_SIZES reports
+them on the kernels we support: notif 80, resp 24, data 64).
 """
 
 import struct
@@ -45,8 +45,6 @@ RESP = struct.Struct("<QqiI")
 RESP_SIZE = 24
 # struct seccomp_notif_addfd: id, flags, srcfd, newfd, newfd_flags.
 ADDFD = struct.Struct("<QIIII")
-# struct seccomp_notif_sizes: notif, resp, data (u16 each).
-SIZES = struct.Struct("<HHH")
 
 # Audit architecture tokens (seccomp_data.arch).
 AUDIT_ARCH_X86_64 = 0xC000003E

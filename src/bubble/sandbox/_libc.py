@@ -17,9 +17,6 @@ _syscall.restype = ctypes.c_long
 _prctl = libc.prctl
 _prctl.restype = ctypes.c_int
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_ioctl = libc.ioctl
-_ioctl.restype = ctypes.c_int
-_ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 
 
 def _check(result: int) -> int:
@@ -37,11 +34,6 @@ def syscall(nr: int, *args: int | ctypes.c_void_p | bytes | None) -> int:
 
 def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
     return _check(_prctl(option, a2, a3, a4, a5))
-
-
-def ioctl_ptr(fd: int, request: int, buf: ctypes.Array[ctypes.c_char]) -> int:
-    """ioctl(2) with a pointer argument, returning the ioctl's own result (e.g. a new fd)."""
-    return _check(_ioctl(fd, request, ctypes.addressof(buf)))
 
 
 def unshare(flags: int) -> None:

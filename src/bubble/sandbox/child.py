@@ -133,7 +133,15 @@ def main(plan: ChildPlan) -> None:
         signal.set_wakeup_fd(-1)  # the supervisor's; its pipe is not ours to write
         os.setpgid(0, 0)
         _foreground()
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+        for sig in (
+            signal.SIGPIPE,
+            signal.SIGXFSZ,
+            signal.SIGINT,
+            signal.SIGTERM,
+            signal.SIGCHLD,
+            signal.SIGTTOU,
+            signal.SIGTTIN,
+        ):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores some; exec keeps SIG_IGN
         _limits(policy, plan.cgroup)
         if policy.pidns:
@@ -164,12 +172,15 @@ def main(plan: ChildPlan) -> None:
         _fail(plan.err_w, 125, f"sandbox set-up failed: {err}")
     except Exception as err:  # noqa: BLE001 - report anything, a child must never raise
         _fail(plan.err_w, 125, f"sandbox set-up failed: {err!r}")
-    os.write(plan.ready_w, f"{listener} {int(killable)} {cwd}\n".encode())
-    if os.read(plan.go_r, 1) != b"G":
-        os._exit(125)  # the parent gave up
-    os.close(listener)
-    os.close(plan.ready_w)
-    os.close(plan.go_r)
+    try:
+        os.write(plan.ready_w, f"{listener} {int(killable)} {cwd}\n".encode())
+        if os.read(plan.go_r, 1) != b"G":
+            os._exit(125)  # the parent gave up
+        os.close(listener)
+        os.close(plan.ready_w)
+        os.close(plan.go_r)
+    except OSError:
+        os._exit(125)  # never fall back into the parent's code in a forked child
     if policy.pidns:
         signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
         init_pid = os.fork()

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox.decode import WRITE_INTENT
-from bubble.sandbox.filter import FS_IOCTLS
-from bubble.sandbox.syscalls import Syscall
+from bubble.sandbox.procmem import status_kb
+from bubble.sandbox.syscalls import TTY_IOCTLS, UNIX_CONNECTED_TYPES, Syscall
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
 if TYPE_CHECKING:
@@ -93,8 +93,12 @@ def pseudo_device(pid: int, path: str | None) -> str | None:
     if path is None:
         return None
     source = PSEUDO_DEVICES.get(path)
-    if source is None and path.startswith(f"/proc/{pid}/fd/"):
-        source = {"1": "fd:1", "2": "fd:2"}.get(path.rsplit("/", 1)[1])
+    if source is None and path.startswith("/proc/") and path[-5:] in ("/fd/1", "/fd/2"):
+        # /proc/<pid>/fd/N names the caller's own stdout/stderr when <pid> is its thread or
+        # its process (notifications carry the thread id).
+        owner = path[6:-5]
+        if owner == str(pid) or owner == str(status_kb(pid, "Tgid")):
+            source = "fd:" + path[-1]
     return source
 
 
@@ -129,13 +133,12 @@ def decide_fs(
     return alert(row, nr, pid, ctx, category="fs")
 
 
-def decide_net(row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy) -> Decision:
+def decide_net(
+    row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy, args: tuple[int, ...]
+) -> Decision:
     if policy.deny_net:
-        if (
-            row.name == "socket"
-            and ctx.get("family") == 1
-            and ctx.get("sock_type", "")[:10] != "SOCK_DGRAM"
-        ):
+        unix = args[0] & 0xFFFFFFFF == 1
+        if row.name == "socket" and unix and args[1] & 0xF in UNIX_CONNECTED_TYPES:
             # Reached only through a high-bits domain like (1<<32)|AF_UNIX: the kernel sees
             # AF_UNIX stream, which the policy allows. Decided on registers, not memory.
             return Decision(
@@ -167,21 +170,23 @@ def decide(
     pid: int,
     ctx: dict[str, Any],
     policy: Policy,
+    args: tuple[int, ...],
     how_flags: int | None = None,
 ) -> Decision:
-    """The answer for one notification of a native call described by `row`."""
+    """The answer for one notification of a native call described by `row`, with registers
+    `args` and the fields decoded from them in `ctx`."""
     category = row.category
     if category == "fs":
         return decide_fs(row, nr, pid, ctx, policy, how_flags)
     if category == "net":
-        return decide_net(row, nr, pid, ctx, policy)
+        return decide_net(row, nr, pid, ctx, policy, args)
     if category == "exec":
         argv = ctx.pop("argv", None)
         exe = ctx.get("path", "")
         return Decision(
             CONTINUE, events.Spawn(pid=pid, exe=exe, argv=argv, syscall=row.name, syscall_no=nr)
         )
-    if row.name == "ioctl" and ctx.pop("cmd", None) in FS_IOCTLS:
+    if row.name == "ioctl" and args[1] & 0xFFFFFFFF not in TTY_IOCTLS:
         # Decided on the request register: inode flags are a filesystem mutation.
         return decide_fs(row, nr, pid, ctx, policy, None)
     if row.rule == "enosys":

@@ -217,7 +217,6 @@ class Decoder:
             elif role == "pid":
                 out["detail"] = f"pid {s32(value)}"
             elif role == "cmd":
-                out["cmd"] = value & 0xFFFFFFFF  # consumed by decide(), not an event field
                 out["detail"] = f"ioctl request {value & 0xFFFFFFFF:#x}"
         if "oflags" in roles:
             # open(2) mode is meaningful only when a file may be created.

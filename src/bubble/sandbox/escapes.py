@@ -247,6 +247,38 @@ ESCAPES: tuple[Escape, ...] = (
         syscall="connect",
     ),
     Escape("AF_UNIX datagram socket", "done(sc(41, 1, 2, 0))", "net", syscall="socket"),
+    Escape(
+        "AF_UNIX raw socket (datagram in disguise)",
+        "done(sc(41, 1, 3, 0))",
+        "net",
+        syscall="socket",
+    ),
+    Escape(
+        "AF_UNIX raw socketpair",
+        "done(sc(53, 1, 3, 0, ctypes.create_string_buffer(8)))",
+        "net",
+        syscall="socketpair",
+    ),
+    Escape(
+        "prlimit64 on the supervisor",
+        "lim = struct.pack('QQ', 1, 1)\ndone(sc(302, os.getppid(), 0, ctypes.c_char_p(lim), None))",
+        "sys",
+        syscall="prlimit64",
+    ),
+    Escape(
+        "setpriority of the supervisor",
+        "done(sc(141, 0, os.getppid(), 19))",
+        "sys",
+        syscall="setpriority",
+    ),
+    Escape(
+        "FS_IOC_SETVERSION on an O_RDONLY fd",
+        "fd = os.open(D + '/f', os.O_RDONLY)\n"
+        "done(sc(16, fd, 0x40087602, ctypes.byref(ctypes.c_long(4242))))",
+        "fs",
+        setup="f",
+        syscall="ioctl",
+    ),
     Escape("AF_PACKET", "done(sc(41, 17, 3, 0))", "net", syscall="socket"),
     Escape("AF_NETLINK", "done(sc(41, 16, 3, 0))", "net", syscall="socket"),
     Escape(

@@ -17,20 +17,31 @@ from bubble.policy import Policy
 from bubble.sandbox import _abi
 from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import syscall
-from bubble.sandbox.syscalls import TABLE, Syscall
+from bubble.sandbox.syscalls import (
+    FS_IOC_SET_ENCRYPTION_POLICY,
+    FS_IOCTL_TYPES,
+    TABLE,
+    TTY_IOCTLS,
+    UNIX_CONNECTED_TYPES,
+    Syscall,
+)
 
 LOW32 = 0xFFFFFFFF
 O_WRITE_BITS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, 0x400000)  # last: __O_TMPFILE
 SOCK_TYPE_MASK = 0xF
-TIOCSTI = 0x5412
-TIOCLINUX = 0x541C
-FS_IOC_SETFLAGS = 0x40086602
-FS_IOC_FSSETXATTR = 0x401C5820
-FS_IOCTLS = frozenset({FS_IOC_SETFLAGS, FS_IOC_FSSETXATTR})
+IOC_WRITE = 0x40000000
+IOC_DIR = 0xC0000000
 
 
 def _eq32(arg: int, value: int) -> scmp.Cmp:
     return (arg, scmp.CMP_MASKED_EQ, LOW32, value & LOW32)
+
+
+_UNIX_DATAGRAM_TYPES = [t for t in range(16) if t not in UNIX_CONNECTED_TYPES]
+
+
+def _type(value: int) -> scmp.Cmp:
+    return (1, scmp.CMP_MASKED_EQ, SOCK_TYPE_MASK, value)
 
 
 def _bits(arg: int, bit: int) -> scmp.Cmp:
@@ -52,14 +63,13 @@ def conditions(row: Syscall, policy: Policy, sup_pid: int, sup_pgid: int) -> lis
     if kind == "socket":
         not_unix: list[scmp.Cmp] = [(0, scmp.CMP_NE, _abi.AF_UNIX, 0)]
         if policy.deny_net:
-            dgram: list[scmp.Cmp] = [
-                _eq32(0, _abi.AF_UNIX),
-                (1, scmp.CMP_MASKED_EQ, SOCK_TYPE_MASK, 2),
-            ]
-            return [not_unix, dgram]
+            unix = _eq32(0, _abi.AF_UNIX)
+            return [not_unix] + [[unix, _type(t)] for t in _UNIX_DATAGRAM_TYPES]
         return [not_unix] if tracing else []
     if kind == "socketpair":
-        return [[(1, scmp.CMP_MASKED_EQ, SOCK_TYPE_MASK, 2)]] if policy.deny_net else []
+        return [[_type(t)] for t in _UNIX_DATAGRAM_TYPES] if policy.deny_net else []
+    if kind == "pid":
+        return [[(int(arg), scmp.CMP_NE, 0, 0)]]
     if kind == "addr":
         watched = policy.deny_net or tracing or (row.name == "bind" and policy.deny_fs)
         return [[]] if watched else []
@@ -70,7 +80,18 @@ def conditions(row: Syscall, policy: Policy, sup_pid: int, sup_pgid: int) -> lis
     if kind == "msg":
         return [[]] if tracing else []
     if kind == "ioctl":
-        return [[_eq32(1, cmd)] for cmd in (TIOCSTI, TIOCLINUX, *sorted(FS_IOCTLS))]
+        exact = [[_eq32(1, cmd)] for cmd in sorted(TTY_IOCTLS | {FS_IOC_SET_ENCRYPTION_POLICY})]
+        # Filesystem ioctl families ('f', 'v', 'X'): those that pass data in (_IOW/_IOWR)
+        # and those that pass none (_IO) can change an inode through a read-only fd.
+        families = [
+            [(1, scmp.CMP_MASKED_EQ, mask, value)]
+            for letter in FS_IOCTL_TYPES
+            for mask, value in (
+                (IOC_WRITE | 0xFF00, IOC_WRITE | letter << 8),
+                (IOC_DIR | 0xFF00, letter << 8),
+            )
+        ]
+        return exact + families
     if kind == "seccomp":
         return [[_eq32(0, _abi.SECCOMP_SET_MODE_FILTER), _bits(1, _abi.FILTER_FLAG_NEW_LISTENER)]]
     if kind == "signal":

@@ -52,8 +52,13 @@ class OutputPump:
         keep, drop = data[:room], data[room:]
         if keep:
             view = memoryview(keep)
-            while view:
-                view = view[os.write(self.sinks[fd], view) :]
+            try:
+                while view:
+                    view = view[os.write(self.sinks[fd], view) :]
+            except OSError:
+                # Our own stdout is gone (a closed pipe, a terminal the target took over):
+                # count the rest as dropped and keep draining, so the target never blocks.
+                drop, keep = bytes(view) + drop, keep[: len(keep) - len(view)]
             self.kept += len(keep)
         if drop:
             self.dropped += len(drop)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+KILL_RETRY = 0.2  # seconds between kill rounds once the tree must end
 
 
 def _read_line(fd: int) -> str:
@@ -64,37 +65,49 @@ class Session:
         self.rusage: Any = None
         self.error: tuple[int, str] | None = None  # (exit code, message) from the child
         self.limit: str | None = None  # which limit ended the run
+        self.retry_kill_at: float | None = None  # set once the tree must end
+        self.reaped = False  # our child is reaped: its pid may be reused
         self.monitor = Monitor(policy)
         self.pump = OutputPump(policy.max_output) if policy.max_output else None
         self.notes: list[str] = []
 
     # -- callbacks from the supervisor loop -------------------------------------------------
     def remaining(self) -> float | None:
+        now = time.monotonic()
         waits = [self.monitor.due_in()]
         if self.deadline is not None and not self.timed_out:
-            waits.append(self.deadline - time.monotonic())
+            waits.append(self.deadline - now)
+        if self.retry_kill_at is not None:
+            waits.append(self.retry_kill_at - now)
         known = [w for w in waits if w is not None]
         return min(known) if known else None
 
     def on_timeout(self) -> None:
-        if self.deadline is None or self.timed_out or time.monotonic() < self.deadline:
-            if self.monitor.sample(os.getpid()) == "procs" and self.limit is None:
-                self.end_by_limit("procs", f"--max-procs {self.policy.max_procs} reached")
-            return
-        self.timed_out = True
-        self.limit = self.limit or "timeout"
-        self.writer.emit(
-            events.Msg(
-                action="timeout",
-                message=f"timed out after {self.policy.timeout:g} s: killing the process tree",
-            )
-        )
-        tree.kill_tree(os.getpid(), self.child_pid)
+        """Whatever is due: another kill round, the --timeout, a monitor sample."""
+        now = time.monotonic()
+        if self.retry_kill_at is not None and now >= self.retry_kill_at:
+            self.kill_all()  # survivors of the last round: a fork bomb racing the kill
+        if self.deadline is not None and not self.timed_out and now >= self.deadline:
+            self.timed_out = True
+            self.limit = self.limit or "timeout"
+            message = f"timed out after {self.policy.timeout:g} s: killing the process tree"
+            self.writer.emit(events.Msg(action="timeout", message=message))
+            self.kill_all()
+        due = self.monitor.due_in()
+        sample = self.monitor.sample(os.getpid()) if due is not None and due <= 0 else None
+        if sample == "procs" and self.limit is None:
+            self.end_by_limit("procs", f"--max-procs {self.policy.max_procs} reached")
+
+    def kill_all(self) -> None:
+        """SIGKILL the whole tree; again every KILL_RETRY seconds until the run ends."""
+        # The child's pid doubles as its process group; once reaped, the number may be reused.
+        tree.kill_tree(os.getpid(), None if self.reaped else self.child_pid)
+        self.retry_kill_at = time.monotonic() + KILL_RETRY
 
     def end_by_limit(self, limit: str, why: str) -> None:
         self.limit = limit
         self.writer.emit(events.Msg(action="limit", message=f"{why}: killing the process tree"))
-        tree.kill_tree(os.getpid(), self.child_pid)
+        self.kill_all()
 
     def on_output(self, fd: int) -> bool:
         assert self.pump is not None
@@ -128,15 +141,14 @@ class Session:
                         message=f"got {signal.Signals(signum).name}: killing the process tree",
                     )
                 )
-                tree.kill_tree(os.getpid(), self.child_pid)
+                self.kill_all()
         return True
 
     def reap(self, block: bool = False) -> None:
-        """Collect exited children (orphans come to us as subreaper)."""
-        if block and self.status is None and self.rusage is None:
-            _, status, self.rusage = os.wait4(self.child_pid, 0)
-            if self.status is None:
-                self.status = status
+        """Collect exited children (orphans come to us as subreaper); with `block`, wait for
+        our own child first."""
+        if block and not self.reaped:
+            self._reaped_child(*os.wait4(self.child_pid, 0)[1:])
         while True:
             try:
                 pid, status, rusage = os.wait4(-1, os.WNOHANG)
@@ -145,14 +157,21 @@ class Session:
             if pid == 0:
                 return
             if pid == self.child_pid:
-                self.rusage = rusage
-                if self.status is None or not self.policy.pidns:
-                    self.status = status
+                self._reaped_child(status, rusage)
+
+    def _reaped_child(self, status: int, rusage: Any) -> None:
+        self.reaped = True
+        self.rusage = rusage
+        if self.status is None:  # under --pidns our init already reported the target's
+            self.status = status
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> int:
         policy = self.policy
         prctl(_abi.PR_SET_DUMPABLE, 0)
+        # The target gets the terminal's foreground: with TOSTOP set it could otherwise stop
+        # us (SIGTTOU) the moment we write an event or its output to that terminal.
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         prctl(_abi.PR_SET_CHILD_SUBREAPER, 1)
         # Test hook: drop rows from the filter to prove the Landlock backstop on its own.
         self.omitted = [n for n in os.environ.get("BUBBLE_TEST_OMIT_ROWS", "").split(",") if n]
@@ -276,6 +295,9 @@ class Session:
         os.write(go_w, b"G")
         try:
             sup.serve(watch, self.remaining, self.on_timeout)
+        except Exception as err:  # noqa: BLE001 - whatever broke, the tree must not run on
+            self.error = (125, f"the supervisor failed: {err!r}")
+            self.kill_all()
         finally:
             os.close(listener)
         self.reap(block=True)

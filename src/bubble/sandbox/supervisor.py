@@ -134,7 +134,7 @@ class Supervisor:
         if row.name == "openat2":
             how_flags, extra = self.decoder.open_how(pid, args[2])
             ctx.update(extra)
-        return decide(row, nr, pid, ctx, self.policy, how_flags)
+        return decide(row, nr, pid, ctx, self.policy, args, how_flags)
 
     def _non_native(self, pid: int, nr: int, arch: int, args: tuple[int, ...]) -> Decision:
         if nr & _abi.X32_SYSCALL_BIT and arch == _abi.AUDIT_ARCH_X86_64:
@@ -142,9 +142,12 @@ class Supervisor:
         else:
             arch_name = _abi.ARCH_NAMES.get(arch, hex(arch))
             key = (arch, nr)
-            name = self._names.get(key) or self._names.setdefault(
-                key, scmp.name_of(arch, nr) or f"#{nr}"
-            )
+            name = self._names.get(key) or ""
+            if not name:
+                known = scmp.name_of(arch, nr)
+                if known:  # cache real names only: the set stays bounded
+                    self._names[key] = known
+                name = known or f"#{nr}"
         if name in _NON_NATIVE_EXIT:
             return Decision(CONTINUE, None)  # let it end: never kill by policy
         row = BY_NAME.get(name)

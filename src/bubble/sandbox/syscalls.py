@@ -34,8 +34,9 @@ Rules (what puts the call in the filter; see filter.py):
   sys         always notified and denied with EPERM
   enosys      always notified and answered ENOSYS (io_uring bypasses seccomp)
   signal:K    notified when register K names the supervisor (pid, -1 or its group)
+  pid:K       notified when register K names another process than the caller (not 0)
   ioctl       notified for TIOCSTI / TIOCLINUX (keystroke injection into the terminal) and
-              FS_IOC_SETFLAGS / FS_IOC_FSSETXATTR (inode flags; category fs)
+              the filesystem ioctl families 'f', 'v', 'X' that write (inode changes; category fs)
   seccomp     notified for a filter that asks for a second notification listener
   exit        internal: notified to read the exiting process's peak RSS, then CONTINUE
 """
@@ -61,8 +62,9 @@ def _row(name: str, nr: int, category: str, args: str, rule: str, note: str = ""
     return Syscall(name, nr, category, tuple(args.split()) if args else (), rule, note)
 
 
+# fmt: off  (one row a line reads best)
 TABLE: tuple[Syscall, ...] = (
-    # --- filesystem mutations -------------------------------------------------------------
+    # --- filesystem mutations ----------------------------------------------------------------
     _row("open", 2, "fs", "path oflags mode", "open:1"),
     _row("openat", 257, "fs", "dirfd path oflags mode", "open:2"),
     _row("creat", 85, "fs", "path mode", "fs"),
@@ -133,7 +135,7 @@ TABLE: tuple[Syscall, ...] = (
         "creates or writes a POSIX message queue in the mqueue filesystem",
     ),
     _row("mq_unlink", 241, "fs", "mqname", "fs"),
-    # --- network ----------------------------------------------------------------------------
+    # --- network -----------------------------------------------------------------------------
     _row("socket", 41, "net", "domain socktype proto", "socket"),
     _row(
         "socketpair",
@@ -155,10 +157,10 @@ TABLE: tuple[Syscall, ...] = (
     _row("sendto", 44, "net", "fd buf len - sockaddr -", "sendto"),
     _row("sendmsg", 46, "net", "fd msghdr -", "msg"),
     _row("sendmmsg", 307, "net", "fd mmsghdr - -", "msg"),
-    # --- process observation ----------------------------------------------------------------
+    # --- process observation -----------------------------------------------------------------
     _row("execve", 59, "exec", "path argv -", "exec"),
     _row("execveat", 322, "exec", "dirfd path argv - -", "exec"),
-    # --- always denied: ways out of the sandbox or into the kernel -------------------------
+    # --- always denied: ways out of the sandbox or into the kernel ---------------------------
     _row("ptrace", 101, "sys", "- pid - -", "sys"),
     _row("process_vm_writev", 311, "sys", "pid - - - - -", "sys"),
     _row("pidfd_getfd", 438, "sys", "fd fd -", "sys"),
@@ -231,7 +233,7 @@ TABLE: tuple[Syscall, ...] = (
         "sys",
         "fd cmd -",
         "ioctl",
-        "TIOCSTI/TIOCLINUX push keystrokes into the terminal (sys); FS_IOC_SETFLAGS/FS_IOC_FSSETXATTR change inode flags through a read-only fd (fs)",
+        "TIOCSTI/TIOCLINUX push keystrokes into the terminal (sys); filesystem ioctls ('f', 'v', 'X' writes, e.g. FS_IOC_SETFLAGS, FS_IOC_SETVERSION, FS_IOC_FSSETXATTR) change inodes through a read-only fd (fs)",
     ),
     _row(
         "seccomp",
@@ -250,6 +252,33 @@ TABLE: tuple[Syscall, ...] = (
         "pidfd_open", 434, "sys", "pid -", "signal:0", "a pidfd of the supervisor could signal it"
     ),
     _row(
+        "prlimit64",
+        302,
+        "sys",
+        "pid - - -",
+        "pid:0",
+        "limits of another process: RLIMIT_CPU would kill a same-user supervisor",
+    ),
+    _row(
+        "setpriority",
+        141,
+        "sys",
+        "- pid -",
+        "pid:1",
+        "another process's priority: could starve the supervisor",
+    ),
+    _row(
+        "sched_setscheduler",
+        144,
+        "sys",
+        "pid - -",
+        "pid:0",
+        "another process's scheduling: could starve the supervisor",
+    ),
+    _row("sched_setparam", 142, "sys", "pid -", "pid:0", "as sched_setscheduler"),
+    _row("sched_setattr", 314, "sys", "pid - -", "pid:0", "as sched_setscheduler"),
+    _row("ioprio_set", 251, "sys", "- pid -", "pid:1", "another process's I/O priority"),
+    _row(
         "pidfd_send_signal",
         424,
         "sys",
@@ -257,7 +286,7 @@ TABLE: tuple[Syscall, ...] = (
         "sys",
         "the fd may be the supervisor's /proc/PID directory: which process it names cannot be checked without a race",
     ),
-    # --- internal ---------------------------------------------------------------------------
+    # --- internal ----------------------------------------------------------------------------
     _row(
         "exit_group",
         231,
@@ -267,6 +296,16 @@ TABLE: tuple[Syscall, ...] = (
         "read VmHWM before the mm is gone: wait4's ru_maxrss would include the pre-exec launcher",
     ),
 )
+# fmt: on
+
+# ioctl requests the filter routes (DESIGN §2.3: keystroke injection; inode changes).
+TTY_IOCTLS = frozenset({0x5412, 0x541C})  # TIOCSTI, TIOCLINUX
+# AF_UNIX socket types that cannot address a named socket: stream (1) and seqpacket (5).
+# Every other type (datagram, and raw, which AF_UNIX turns into datagram) is refused under
+# --deny-net=1, so sendmsg needs no look at msg_name.
+UNIX_CONNECTED_TYPES = (1, 5)
+FS_IOCTL_TYPES = (ord("f"), ord("v"), ord("X"))  # FS_IOC_*, EXT4_IOC_*, FS_IOC_FSSETXATTR
+FS_IOC_SET_ENCRYPTION_POLICY = 0x800C6613  # an _IOR that sets a policy
 
 BY_NR: dict[int, Syscall] = {s.nr: s for s in TABLE}
 BY_NAME: dict[str, Syscall] = {s.name: s for s in TABLE}
@@ -336,15 +375,15 @@ EXCLUDED: dict[str, str] = {
     "epoll_create": "an epoll instance of the caller",
     "epoll_create1": "an epoll instance of the caller",
     "mbind": "the caller's own memory policy",
-    "sched_setattr": "scheduling of the caller's threads; raising priority needs CAP_SYS_NICE",
     "timer_create": "a timer of the caller",
     "timerfd_create": "a timer of the caller",
 }
 
 # Sockets and messages under --deny-net=1, explained once for the docs.
 NET_NOTES = (
-    "Under --deny-net=1 only AF_UNIX stream and seqpacket sockets can exist (socket(), "
-    "socketpair() deny datagram ones in BPF, from registers). A name in sendmsg/sendmmsg is "
+    "Under --deny-net=1 only AF_UNIX stream and seqpacket sockets can exist: socket() and "
+    "socketpair() refuse every other type (datagram, and raw, which AF_UNIX makes a datagram "
+    "socket) in BPF, from registers. A name in sendmsg/sendmmsg is "
     "ignored or refused by the kernel for such sockets, so those calls need no check that "
     "would read target memory; connect, bind and sendto with an address are denied."
 )

@@ -19,7 +19,7 @@ _RULES = {
     "addr": "--deny-net=1 or --trace-net",
     "sendto": "with a destination (always with --peek-tx)",
     "msg": "with --trace-net",
-    "ioctl": "TIOCSTI, TIOCLINUX, FS_IOC_SETFLAGS, FS_IOC_FSSETXATTR",
+    "ioctl": "TIOCSTI, TIOCLINUX; writing or argument-less 'f', 'v', 'X' ioctls",
     "seccomp": "a filter asking for a listener",
     "exit": "always (internal, no event)",
 }
@@ -31,6 +31,8 @@ def _rule(rule: str) -> str:
         return f"arg {arg} has a write/create/truncate/tmpfile bit"
     if kind == "signal":
         return f"arg {arg} is the supervisor, its group, or -1"
+    if kind == "pid":
+        return f"arg {arg} names another process (not 0)"
     return _RULES[kind]
 
 
