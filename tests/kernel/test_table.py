@@ -229,7 +229,11 @@ def test_inode_flag_ioctl_on_read_only_fd(policy, expected, probe, workdir):
     assert (event["syscall"], event["category"], event["path"]) == ("ioctl", "fs", f"{workdir}/f")
 
 
-@pytest.mark.parametrize("request_", ["0x40087602", "0x40086604", "0x6609"], ids=["FS_IOC_SETVERSION", "EXT4_IOC_SETVERSION", "EXT4_IOC_MIGRATE"])
+@pytest.mark.parametrize(
+    "request_",
+    ["0x40087602", "0x40086604", "0x6609"],
+    ids=["FS_IOC_SETVERSION", "EXT4_IOC_SETVERSION", "EXT4_IOC_MIGRATE"],
+)
 def test_filesystem_ioctl_families_are_mediated(request_, probe, workdir):
     """Any writing (or argument-less) 'f'/'v' ioctl can change an inode through a read-only fd."""
     _fixture(workdir)
@@ -243,7 +247,10 @@ def test_filesystem_ioctl_families_are_mediated(request_, probe, workdir):
 
 def test_harmless_self_targeted_calls_pass(probe):
     """pid 0 means the caller itself: prlimit/setpriority on oneself are not mediated."""
-    for args in (["302", "0", "7", "null", "s:12345678123456781234567812345678"], ["141", "0", "0", "5"]):
+    for args in (
+        ["302", "0", "7", "null", "s:12345678123456781234567812345678"],
+        ["141", "0", "0", "5"],
+    ):
         res = run_bubble([probe, "sys", *args])
         assert "errno=0" in _result_line(res.stdout) and not res.alerts, (args, res.stdout)
 
