@@ -89,4 +89,4 @@ class RemoteReader:
         if n < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
-        return self.buf.raw[:n]
+        return ctypes.string_at(self._local.base, n)  # `.raw` would copy the whole buffer

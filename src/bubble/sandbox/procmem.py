@@ -16,6 +16,7 @@ from bubble.sandbox._libc import RemoteReader
 
 ARGV_MAX = 256  # argv entries recorded
 ARGV_BYTES = 64 * 1024  # total argv text recorded
+FIRST_CHUNK = 256  # bytes read first for a string; the rest page by page
 
 
 def unreadable(err: OSError) -> str:
@@ -53,8 +54,10 @@ class TargetMemory:
         if addr == 0:
             raise OSError(errno_mod.EFAULT, "NULL pointer")
         out = bytearray()
+        first = FIRST_CHUNK  # most paths are short: do not copy a whole page for them
         while len(out) < limit:
-            chunk = min(limit - len(out), PAGE - (addr % PAGE))
+            chunk = min(limit - len(out), PAGE - (addr % PAGE), first)
+            first = PAGE
             try:
                 data = self._reader.read(pid, addr, chunk)
             except OSError:
