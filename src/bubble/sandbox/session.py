@@ -183,9 +183,7 @@ class Session:
             self.cgroups = Cgroups.create(policy, str(os.getpid()))
         fallback = None
         if self.uid is not None:
-            import tempfile  # only when dropping privileges: it imports `random`
-
-            fallback = tempfile.mkdtemp(prefix="bubble-cwd-")
+            fallback = _private_dir("/tmp", "bubble-cwd-")
             os.chown(fallback, self.uid, self.gid or 0)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
@@ -376,6 +374,19 @@ class Session:
                 old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
                 os.tcsetpgrp(0, os.getpgrp())
                 signal.signal(signal.SIGTTOU, old)
+
+
+def _private_dir(parent: str, prefix: str) -> str:
+    """A new 0700 directory (tempfile.mkdtemp without importing `tempfile`, which pulls in
+    `random`: start-up time). mkdir fails on an existing name, so a guess cannot hijack it."""
+    for _ in range(100):
+        path = f"{parent}/{prefix}{os.urandom(6).hex()}"
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free name for {parent}/{prefix}*")
 
 
 def _diagnose_note() -> str:
