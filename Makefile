@@ -8,9 +8,10 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8090
 APT_RUN  := libseccomp2
 APT_TEST := libseccomp2 chromium gcc libc6-dev libseccomp-dev strace
+APT_BENCH := $(APT_TEST) firejail
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fmt bench bench-quick screenshots clean deps-run deps-test
+.PHONY: run test lint fmt bench bench-quick screenshots clean deps-run deps-test deps-bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +31,13 @@ deps-run:
 deps-test:
 	@scripts/ensure-apt.sh $(APT_TEST)
 
+deps-bench:
+	@scripts/ensure-apt.sh $(APT_BENCH)
+
+$(VENV)/.stamp-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,dev,bench]'
+	touch $@ $(VENV)/.stamp-test $(VENV)/.stamp-run
+
 run: deps-run $(VENV)/.stamp-run
 	$(BIN)/bubble serve --host $(HOST) --port $(PORT)
 
@@ -45,10 +53,10 @@ fmt: $(VENV)/.stamp-test
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: deps-test $(VENV)/.stamp-test
+bench: deps-bench $(VENV)/.stamp-bench
 	$(BIN)/python bench/run.py
 
-bench-quick: deps-test $(VENV)/.stamp-test
+bench-quick: deps-bench $(VENV)/.stamp-test
 	$(BIN)/python bench/run.py --quick
 
 screenshots: deps-test $(VENV)/.stamp-test
