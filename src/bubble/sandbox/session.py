@@ -72,15 +72,15 @@ class Session:
         self.notes: list[str] = []
 
     # -- callbacks from the supervisor loop -------------------------------------------------
-    def remaining(self) -> float | None:
-        now = time.monotonic()
-        waits = [self.monitor.due_in()]
-        if self.deadline is not None and not self.timed_out:
-            waits.append(self.deadline - now)
-        if self.retry_kill_at is not None:
-            waits.append(self.retry_kill_at - now)
-        known = [w for w in waits if w is not None]
-        return min(known) if known else None
+    def next_due(self) -> float | None:
+        """When `on_timeout` must run next (monotonic seconds), or None. Called every turn of
+        the supervisor loop, so it allocates nothing."""
+        due = self.monitor.next
+        deadline = None if self.timed_out else self.deadline
+        for t in (deadline, self.retry_kill_at):
+            if t is not None and (due is None or t < due):
+                due = t
+        return due
 
     def on_timeout(self) -> None:
         """Whatever is due: another kill round, the --timeout, a monitor sample."""
@@ -292,7 +292,7 @@ class Session:
             watch[fd] = functools.partial(self.on_output, fd)
         os.write(go_w, b"G")
         try:
-            sup.serve(watch, self.remaining, self.on_timeout)
+            sup.serve(watch, self.next_due, self.on_timeout)
         except Exception as err:  # noqa: BLE001 - whatever broke, the tree must not run on
             self.error = (125, f"the supervisor failed: {err!r}")
             self.kill_all()

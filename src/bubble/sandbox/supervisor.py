@@ -13,6 +13,7 @@ import fcntl
 import os
 import select
 import struct
+import time
 from collections.abc import Callable
 
 from bubble import events
@@ -26,6 +27,7 @@ from bubble.sandbox.procmem import status_fields, status_kb
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
 
 _ZERO = bytes(_abi.NOTIF_SIZE)
+_U64 = struct.Struct("<Q")
 _NON_NATIVE_EXIT = frozenset({"exit", "exit_group"})
 _UNKNOWN = Syscall("unknown", -1, "sys", (), "sys")
 
@@ -60,6 +62,7 @@ class Supervisor:
         self.handled = 0
         self._buf = bytearray(_abi.NOTIF_SIZE)
         self._resp = bytearray(_abi.RESP_SIZE)
+        self._id = bytearray(8)
         self._names: dict[tuple[int, int], str] = {}
 
     # -- answering ---------------------------------------------------------------------------
@@ -73,7 +76,8 @@ class Supervisor:
 
     def _valid(self, nid: int) -> bool:
         try:
-            fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_ID_VALID, struct.pack("<Q", nid))
+            _U64.pack_into(self._id, 0, nid)
+            fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_ID_VALID, self._id, True)
             return True
         except OSError:
             return False
@@ -113,8 +117,8 @@ class Supervisor:
             if err.errno in (errno.ENOENT, errno.EINTR):
                 return  # the caller went away between poll and receive
             raise
-        nid, pid, _flags, nr, arch, _ip, *regs = _abi.NOTIF.unpack(buf)
-        args = tuple(regs)
+        notif = _abi.NOTIF.unpack(buf)
+        nid, pid, nr, arch, args = notif[0], notif[1], notif[3], notif[4], notif[6:]
         self.handled += 1
         if arch != _abi.AUDIT_ARCH_X86_64 or nr & _abi.X32_SYSCALL_BIT:
             decision = self._non_native(pid, nr, arch, args)
@@ -220,31 +224,33 @@ class Supervisor:
     def serve(
         self,
         extra: dict[int, Callable[[], bool]],
-        timeout: Callable[[], float | None],
-        on_timeout: Callable[[], None],
+        next_due: Callable[[], float | None],
+        on_due: Callable[[], None],
     ) -> None:
         """Serve until no task uses the filter. `extra`: other fds to watch (fd -> callback
-        returning False at end of file);
-        `timeout()`: seconds until `on_timeout` should run, or None."""
+        returning False at end of file); `next_due()`: the monotonic time at which `on_due`
+        must run next (a timeout, a sample), or None."""
         poller = select.poll()
         poller.register(self.listener, select.POLLIN)
         for fd in extra:
             poller.register(fd, select.POLLIN)
+        monotonic = time.monotonic
         while True:
             # Under a flood the next notification is usually already waiting: handle it
             # first and write events in batches; flush only before we would block, so a
-            # quiet run still shows each event at once.
+            # quiet run still shows each event at once. What is due is checked every turn,
+            # so a flood cannot starve --timeout.
             ready = poller.poll(0)
-            left = timeout()
-            if left is not None and left <= 0:
-                on_timeout()  # due even while notifications keep coming
+            due = next_due()
+            if due is not None and monotonic() >= due:
+                on_due()
                 continue
             if not ready:
                 self.writer.flush()
-                ready = poller.poll(None if left is None else int(left * 1000) + 1)
+                wait = None if due is None else int((due - monotonic()) * 1000) + 1
+                ready = poller.poll(wait)
                 if not ready:
-                    on_timeout()
-                    continue
+                    continue  # something is due: the top of the loop runs it
             for fd, mask in ready:
                 if fd == self.listener:
                     if mask & select.POLLIN:
