@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 
 from bubble.policy import Policy
 from bubble.sandbox import tree
 from bubble.sandbox.procmem import status_kb
+
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from bubble.sandbox.cgroups import Cgroups
 
 TICK = 0.05  # seconds between samples when --memory or --max-procs is set
 RSS_TICK = 0.1  # otherwise: only the target's peak memory, for a target killed by a signal
@@ -111,3 +116,24 @@ class Monitor:
             return False
         peak = max(self.peak_vm_kb, exit_peak_kb) * 1024
         return peak >= self.policy.memory * MEMORY_REACHED
+
+
+def which_limit(
+    policy: Policy,
+    sig: int | None,
+    cpu_used: float,
+    cgroups: Cgroups | None,
+    monitor: Monitor,
+    exit_peak_vm_kb: int,
+) -> str | None:
+    """The limit that ended a run no limit was *seen* to end (the kernel enforced it):
+    cpu (SIGXCPU, or SIGKILL at the hard limit), memory (an OOM kill in our cgroup, or a peak
+    near the rlimit), procs (forks refused by our pids cgroup)."""
+    hard_cpu_kill = sig == signal.SIGKILL and cpu_used >= (policy.cpu or 0)
+    if policy.cpu and (sig == signal.SIGXCPU or hard_cpu_kill):
+        return "cpu"
+    if (cgroups and cgroups.memory_hit()) or monitor.memory_reached(exit_peak_vm_kb):
+        return "memory"
+    if cgroups and cgroups.procs_hit():
+        return "procs"
+    return None

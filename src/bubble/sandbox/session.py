@@ -21,7 +21,7 @@ from bubble.policy import Policy
 from bubble.sandbox import _abi, child, landlock, tree
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open, prctl
-from bubble.sandbox.limits import Monitor, OutputPump
+from bubble.sandbox.limits import Monitor, OutputPump, which_limit
 from bubble.sandbox.supervisor import Supervisor
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
@@ -338,15 +338,11 @@ class Session:
             result = code = self.error[0]
             self.writer.emit(events.Msg(action="error", message=self.error[1], pid=self.child_pid))
             sys.stderr.write(f"bubble: {self.error[1]}\n")
-        limit = self.limit
-        if limit is None and sig in (signal.SIGXCPU, signal.SIGKILL) and self.policy.cpu:
-            limit = "cpu" if sig == signal.SIGXCPU or self._cpu_used() >= self.policy.cpu else None
-        if limit is None and self.cgroups and self.cgroups.memory_hit():
-            limit = "memory"
-        if limit is None and self.monitor.memory_reached(sup.max_vm_kb if sup else 0):
-            limit = "memory"
-        if limit is None and self.cgroups and self.cgroups.procs_hit():
-            limit = "procs"
+        r = self.rusage
+        cpu_used = (r.ru_utime + r.ru_stime) if r else 0.0
+        limit = self.limit or which_limit(
+            self.policy, sig, cpu_used, self.cgroups, self.monitor, sup.max_vm_kb if sup else 0
+        )
         notes = f"exit={code}" if sig is None else f"signal={sig}"
         if self.pump and self.pump.dropped:
             notes += f" output_kept={self.pump.kept} output_dropped={self.pump.dropped}"
@@ -366,10 +362,6 @@ class Session:
         )
         self.writer.flush()
         return result
-
-    def _cpu_used(self) -> float:
-        r = self.rusage
-        return (r.ru_utime + r.ru_stime) if r else 0.0
 
     def _restore_terminal(self) -> None:
         with contextlib.suppress(OSError):
