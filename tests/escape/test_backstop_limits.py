@@ -152,3 +152,47 @@ def test_timeout_kills_a_pidns_tree():
     assert time.monotonic() - start < 10
     assert res.exit["timed_out"] and res.exit["limit"] == "timeout"
     _no_tree_left(mark)
+
+
+@pytest.mark.parametrize("flags", [[], ["--pidns"]], ids=["plain", "pidns"])
+def test_supervisor_death_takes_the_whole_tree(flags):
+    """SIGKILL the supervisor mid-run: the target *and* a daemonised grandchild die with it
+    (the keeper's parent-death signal, or the namespace), nothing runs on unsupervised."""
+    import subprocess
+    import sys
+
+    mark = _marker()
+    script = f"(setsid sh -c 'sleep 60; : {mark}' &); echo ready; sleep 60"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bubble",
+            "run",
+            "--events",
+            "/dev/null",
+            *flags,
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+            mark,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 5
+        while len(_left_behind(mark)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_left_behind(mark)) >= 2, "the target and its daemon should be running"
+        proc.kill()  # SIGKILL: no handler of ours runs
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _left_behind(mark) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _left_behind(mark), f"survived the supervisor: {_left_behind(mark)}"
+    finally:
+        proc.kill()
+        proc.stdout.close()

@@ -27,8 +27,9 @@ class ChildPlan:
     policy: Policy
     path: str  # resolved program
     argv: list[str]
-    bpf: bytes
-    sup_pid: int
+    bpf: bytes  # built by the keeper, which knows its own pid
+    omit: frozenset[str]  # rows left out of the filter (test hook)
+    parent_pid: int  # who must still be our parent once PDEATHSIG is armed
     uid: int | None  # drop to this uid/gid (None: keep ours)
     gid: int | None
     fallback_cwd: str | None
@@ -154,7 +155,7 @@ def main(plan: ChildPlan) -> None:
             os.setgid(plan.gid)
             os.setuid(plan.uid)
         prctl(_abi.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != plan.sup_pid:
+        if os.getppid() != plan.parent_pid:
             os._exit(125)  # the supervisor is already gone: never run unsupervised
         cwd = os.getcwd()
         if not os.access(".", os.R_OK | os.X_OK) and plan.fallback_cwd:

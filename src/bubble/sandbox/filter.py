@@ -48,7 +48,9 @@ def _bits(arg: int, bit: int) -> scmp.Cmp:
     return (arg, scmp.CMP_MASKED_EQ, bit, bit)
 
 
-def conditions(row: Syscall, policy: Policy, sup_pid: int, sup_pgid: int) -> list[list[scmp.Cmp]]:
+def conditions(
+    row: Syscall, policy: Policy, sup_pid: int, sup_pgid: int, guarded: tuple[int, ...] = ()
+) -> list[list[scmp.Cmp]]:
     """The alternatives (OR of AND-lists) under which `row` is notified; [] = not in filter,
     [[]] = always."""
     rule = row.rule
@@ -96,15 +98,22 @@ def conditions(row: Syscall, policy: Policy, sup_pid: int, sup_pgid: int) -> lis
         return [[_eq32(0, _abi.SECCOMP_SET_MODE_FILTER), _bits(1, _abi.FILTER_FLAG_NEW_LISTENER)]]
     if kind == "signal":
         k = int(arg)
-        targets = {sup_pid, -1 & LOW32}
+        targets = {sup_pid, -1 & LOW32, *guarded}
         if row.name == "kill":
             targets.add(-sup_pgid & LOW32)
         return [[_eq32(k, t)] for t in sorted(targets)]
     raise KernelError(f"syscall table row {row.name} has unknown rule {rule!r}", "fix syscalls.py")
 
 
-def build(policy: Policy, sup_pid: int, sup_pgid: int, omit: frozenset[str] = frozenset()) -> bytes:
-    """The filter for `policy` as classic BPF bytes, ready for `load()`. `omit` names rows to
+def build(
+    policy: Policy,
+    sup_pid: int,
+    sup_pgid: int,
+    omit: frozenset[str] = frozenset(),
+    guarded: tuple[int, ...] = (),
+) -> bytes:
+    """The filter for `policy` as classic BPF bytes, ready for `load()`. Signals to `sup_pid`,
+    its group `sup_pgid` and the `guarded` pids (our keeper) are denied. `omit` names rows to
     leave out (a test hook for proving the Landlock backstop)."""
     with scmp.Filter(scmp.ACT_ALLOW) as f:
         f.attr(scmp.ATTR_ACT_BADARCH, scmp.ACT_NOTIFY)
@@ -112,7 +121,7 @@ def build(policy: Policy, sup_pid: int, sup_pgid: int, omit: frozenset[str] = fr
         for row in TABLE:
             if row.name in omit:
                 continue
-            for cmps in conditions(row, policy, sup_pid, sup_pgid):
+            for cmps in conditions(row, policy, sup_pid, sup_pgid, guarded):
                 f.rule(scmp.ACT_NOTIFY, row.nr, cmps)
         return f.export()
 

@@ -18,8 +18,7 @@ from collections.abc import Callable
 
 from bubble import events
 from bubble.policy import Policy
-from bubble.sandbox import _abi, child, landlock, tree
-from bubble.sandbox import filter as bpf_filter
+from bubble.sandbox import _abi, child, keeper, landlock, tree
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open, prctl
 from bubble.sandbox.limits import Monitor, OutputPump, which_limit
 from bubble.sandbox.supervisor import Supervisor
@@ -62,7 +61,10 @@ class Session:
         self.deadline: float | None = None
         self.timed_out = False
         self.status: int | None = None  # raw wait status of the target
-        self.rusage: Any = None
+        self.keeper_pid = 0
+        self.keeper_rusage: Any = None
+        self.keeper_status = 0
+        self.target_maxrss = 0  # wait4's figure for the target, from the keeper
         self.error: tuple[int, str] | None = None  # (exit code, message) from the child
         self.limit: str | None = None  # which limit ended the run
         self.retry_kill_at: float | None = None  # set once the tree must end
@@ -101,7 +103,7 @@ class Session:
     def kill_all(self) -> None:
         """SIGKILL the whole tree; again every KILL_RETRY seconds until the run ends."""
         # The child's pid doubles as its process group; once reaped, the number may be reused.
-        tree.kill_tree(os.getpid(), None if self.reaped else self.child_pid)
+        tree.kill_tree(os.getpid(), None if self.reaped else self.child_pid, spare=self.keeper_pid)
         self.retry_kill_at = time.monotonic() + KILL_RETRY
 
     def end_by_limit(self, limit: str, why: str) -> None:
@@ -144,11 +146,23 @@ class Session:
                 self.kill_all()
         return True
 
+    def on_keeper(self, fd: int) -> bool:
+        """The keeper's report: `status RAW MAXRSS` when it reaped the target."""
+        data = os.read(fd, 4096)
+        for line in data.decode(errors="replace").splitlines():
+            word, *values = line.split()
+            if word == "status":
+                self.reaped = True  # the target's pid may be reused from now on
+                self.target_maxrss = int(values[1])
+                if self.status is None:  # under --pidns our init already reported the target's
+                    self.status = int(values[0])
+        return bool(data)
+
     def reap(self, block: bool = False) -> None:
-        """Collect exited children (orphans come to us as subreaper); with `block`, wait for
-        our own child first."""
-        if block and not self.reaped:
-            self._reaped_child(*os.wait4(self.child_pid, 0)[1:])
+        """Collect exited children: the keeper, and orphans that came to us because the keeper
+        died (we are a subreaper too); with `block`, wait for the keeper first."""
+        if block and self.keeper_rusage is None:
+            self._reaped_keeper(*os.wait4(self.keeper_pid, 0)[1:])
         while True:
             try:
                 pid, status, rusage = os.wait4(-1, os.WNOHANG)
@@ -156,14 +170,12 @@ class Session:
                 return
             if pid == 0:
                 return
-            if pid == self.child_pid:
-                self._reaped_child(status, rusage)
+            if pid == self.keeper_pid:
+                self._reaped_keeper(status, rusage)
 
-    def _reaped_child(self, status: int, rusage: Any) -> None:
-        self.reaped = True
-        self.rusage = rusage
-        if self.status is None:  # under --pidns our init already reported the target's
-            self.status = status
+    def _reaped_keeper(self, status: int, rusage: Any) -> None:
+        self.keeper_rusage = rusage  # includes the target's (the keeper reaped it)
+        self.keeper_status = status  # the target's only if the keeper died before reporting
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -175,7 +187,6 @@ class Session:
         prctl(_abi.PR_SET_CHILD_SUBREAPER, 1)
         # Test hook: drop rows from the filter to prove the Landlock backstop on its own.
         self.omitted = [n for n in os.environ.get("BUBBLE_TEST_OMIT_ROWS", "").split(",") if n]
-        bpf = bpf_filter.build(policy, os.getpid(), os.getpgrp(), omit=frozenset(self.omitted))
         self.cgroups = None
         if policy.memory or policy.max_procs:
             from bubble.sandbox.cgroups import Cgroups  # pathlib: only when limits need it
@@ -201,8 +212,9 @@ class Session:
             policy=policy,
             path=self.path,
             argv=self.argv,
-            bpf=bpf,
-            sup_pid=os.getpid(),
+            bpf=b"",
+            omit=frozenset(self.omitted),
+            parent_pid=os.getpid(),
             uid=self.uid,
             gid=self.gid,
             fallback_cwd=fallback,
@@ -213,27 +225,28 @@ class Session:
             stdio=self.pump.child_fds() if self.pump else None,
             cgroup=bool(self.cgroups and "memory" in self.cgroups.dirs),
         )
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())
         started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            child.main(plan)
-        self.child_pid = pid
-        for fd in (ready_w, go_r, err_w):
+        self.keeper_pid = keeper.start(plan, report_w, ours)
+        for fd in (ready_w, go_r, err_w, report_w):
             os.close(fd)
-        if self.cgroups:
+        line = _read_line(report_r).split()
+        pid = self.child_pid = int(line[1]) if line[:1] == ["pid"] else 0
+        if self.cgroups and pid:
             self.cgroups.add(pid)  # before "go": the target starts inside its limits
         if not policy.pidns:  # under --pidns our child is the namespace's keeper, not the target
             self.monitor.watch(pid, self.path)
         if self.pump:
             self.pump.parent_started()
         try:
-            return self._supervise(ready_r, go_w, err_r, wake_r, started)
+            return self._supervise(ready_r, go_w, err_r, wake_r, report_r, started)
         finally:
             self._restore_terminal()
             signal.set_wakeup_fd(-1)  # before its pipe closes: a late SIGCHLD must not hit it
             for sig in (signal.SIGCHLD, *_STOP_SIGNALS):
                 signal.signal(sig, signal.SIG_DFL)
-            for fd in (ready_r, go_w, err_r, wake_r, wake_w):
+            for fd in (ready_r, go_w, err_r, wake_r, wake_w, report_r):
                 os.close(fd)
             if fallback:
                 with contextlib.suppress(OSError):
@@ -241,12 +254,28 @@ class Session:
             if self.cgroups:
                 self.cgroups.remove()
 
-    def _supervise(self, ready_r: int, go_w: int, err_r: int, wake_r: int, started: float) -> int:
+    def _drain_keeper(self, report_r: int) -> None:
+        """The keeper has exited: what it still had to say ends in end of file."""
+        with contextlib.suppress(OSError):
+            while self.on_keeper(report_r):
+                pass
+
+    def _private_fds(self) -> tuple[int, ...]:
+        """Descriptors of ours beyond the pipes: the event sink, the output pump's ends."""
+        fds = [self.writer.fd] if self.writer.fd > 2 else []
+        if self.pump:
+            fds += list(self.pump.sinks)
+        return tuple(fds)
+
+    def _supervise(
+        self, ready_r: int, go_w: int, err_r: int, wake_r: int, report_r: int, started: float
+    ) -> int:
         policy, writer = self.policy, self.writer
         ready = _read_line(ready_r).split(" ", 2)
         if len(ready) < 3:
             self.on_child_message(err_r)
             self.reap(block=True)
+            self._drain_keeper(report_r)
             return self._finish(started, None)
         listener_no, killable, cwd = int(ready[0]), ready[1] == "1", ready[2]
         pidfd = pidfd_open(self.child_pid)
@@ -290,6 +319,7 @@ class Session:
         watch: dict[int, Callable[[], bool]] = {
             err_r: functools.partial(self.on_child_message, err_r),
             wake_r: functools.partial(self.on_signal, wake_r),
+            report_r: functools.partial(self.on_keeper, report_r),
         }
         for fd in self.pump.sinks if self.pump else ():
             watch[fd] = functools.partial(self.on_output, fd)
@@ -303,6 +333,7 @@ class Session:
             os.close(listener)
         self.reap(block=True)
         self.on_child_message_nonblocking(err_r)
+        self._drain_keeper(report_r)
         self._drain_output()
         return self._finish(started, sup)
 
@@ -322,7 +353,7 @@ class Session:
 
     def _finish(self, started: float, sup: Supervisor | None) -> int:
         duration_ms = int((time.monotonic() - started) * 1000)
-        status = self.status if self.status is not None else 0
+        status = self.status if self.status is not None else self.keeper_status
         code: int | None = None
         sig: int | None = None
         if os.WIFSIGNALED(status):
@@ -333,12 +364,12 @@ class Session:
         # Peak memory as seen at exit_group and by sampling; wait4's figure only as a last
         # resort, since it also holds the launcher's memory from before exec.
         seen = max(sup.max_rss_kb if sup else 0, self.monitor.rss_kb)
-        rss = seen or (self.rusage.ru_maxrss if self.rusage else 0)
+        rss = seen or self.target_maxrss
         if self.error is not None and self.error[0] != 0:
             result = code = self.error[0]
             self.writer.emit(events.Msg(action="error", message=self.error[1], pid=self.child_pid))
             sys.stderr.write(f"bubble: {self.error[1]}\n")
-        r = self.rusage
+        r = self.keeper_rusage
         cpu_used = (r.ru_utime + r.ru_stime) if r else 0.0
         limit = self.limit or which_limit(
             self.policy, sig, cpu_used, self.cgroups, self.monitor, sup.max_vm_kb if sup else 0

@@ -1,0 +1,78 @@
+"""The keeper: a small process between the supervisor and the target.
+
+It is the target's parent and a child subreaper, so the target and every descendant it leaves
+behind stay in the keeper's subtree. Its parent-death signal is the point: if the supervisor
+dies (even by SIGKILL), the keeper kills that whole subtree before anything can run on
+unsupervised; with only PDEATHSIG on the target, a daemonised grandchild would survive.
+
+It reports to the supervisor on a pipe: `pid N` once the target is forked, `status RAW MAXRSS`
+when the target is reaped. It exits once its subtree is empty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+
+from bubble.errors import BubbleError
+from bubble.sandbox import _abi, child, tree
+from bubble.sandbox import filter as bpf_filter
+from bubble.sandbox._libc import prctl
+
+
+def start(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> int:
+    """Fork the keeper (which forks the target); returns the keeper's pid. `close`: the
+    supervisor's own descriptors, which the keeper must not hold."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        _main(plan, report_w, close)
+    finally:
+        os._exit(125)  # never fall back into the supervisor's code
+
+
+def _end_subtree(_signum: int, _frame: object) -> None:
+    tree.kill_tree(os.getpid())
+    os._exit(1)
+
+
+def _main(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> None:
+    signal.set_wakeup_fd(-1)  # the supervisor's pipe
+    for fd in close:
+        os.close(fd)
+    prctl(_abi.PR_SET_CHILD_SUBREAPER, 1)
+    # Signals sent to the supervisor's process group (a shell's SIGTERM, SIGINT, SIGHUP) are
+    # the supervisor's to act on: it kills the tree and we report as usual. Our own alarm is
+    # a signal nobody sends a job, delivered when the supervisor dies.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_IGN if sig != signal.SIGCHLD else signal.SIG_DFL)
+    signal.signal(signal.SIGUSR2, _end_subtree)
+    prctl(_abi.PR_SET_PDEATHSIG, signal.SIGUSR2)
+    if os.getppid() != plan.parent_pid:
+        _end_subtree(0, None)  # the supervisor died before we could watch it
+    try:
+        # Built here, not in the supervisor: the filter must also refuse signals to us.
+        bpf = bpf_filter.build(
+            plan.policy, plan.parent_pid, os.getpgrp(), plan.omit, (os.getpid(),)
+        )
+    except BubbleError as err:
+        os.write(plan.err_w, f"125 {err}\n".encode())
+        os._exit(125)
+    plan = dataclasses.replace(plan, bpf=bpf)
+    target = os.fork()
+    if target == 0:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_DFL)  # the target starts with default dispositions
+        child.main(dataclasses.replace(plan, parent_pid=os.getppid()))
+    for fd in (plan.ready_w, plan.go_r, plan.err_w, *(plan.stdio or ())):
+        os.close(fd)
+    os.write(report_w, f"pid {target}\n".encode())
+    while True:
+        try:
+            pid, status, rusage = os.wait4(-1, 0)
+        except ChildProcessError:
+            os._exit(0)  # the subtree is empty
+        if pid == target:
+            os.write(report_w, f"status {status} {rusage.ru_maxrss}\n".encode())
