@@ -179,6 +179,9 @@ class RunResult:
         return values
 
 
+KEEPER_GRACE = 0.2  # seconds for the launcher's keeper to end the tree after the launcher died
+
+
 def _watch(proc: subprocess.Popen[bytes], limit: float) -> bool:
     """Wait for the launcher; kill its process group if it overruns `limit`. True if so.
 
@@ -189,8 +192,12 @@ def _watch(proc: subprocess.Popen[bytes], limit: float) -> bool:
     try:
         ready = select.select([pidfd], [], [], limit)[0]
         fired = not ready
-        # Stragglers that left the launcher's control (if any) go with the group.
-        _kill_group(proc.pid)
+        if fired:
+            _kill_group(proc.pid)
+        else:
+            # Stragglers that left the launcher's control (if any) go with the group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
     finally:
         os.close(pidfd)
     proc.wait()
@@ -198,6 +205,12 @@ def _watch(proc: subprocess.Popen[bytes], limit: float) -> bool:
 
 
 def _kill_group(pid: int) -> None:
+    # The launcher first, alone: its keeper's parent-death signal then ends the target's tree,
+    # which lives in a process group of its own. Killing the launcher's group at once would
+    # take the keeper with it and leave that tree to run on.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(KEEPER_GRACE)
     # Already gone, or left by everyone but the zombie leader: nothing to kill.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
