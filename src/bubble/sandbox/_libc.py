@@ -53,17 +53,15 @@ def pidfd_send_signal(pidfd: int, sig: int) -> int:
     return syscall(_abi.NR_PIDFD_SEND_SIGNAL, pidfd, sig, None, 0)
 
 
-class _Iovec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
 _pvr = libc.process_vm_readv
 _pvr.restype = ctypes.c_ssize_t
+# Plain addresses, not structure pointers: converting ints is the cheapest ctypes call, and
+# this runs once or more per notification.
 _pvr.argtypes = [
     ctypes.c_int,
-    ctypes.POINTER(_Iovec),
+    ctypes.c_void_p,
     ctypes.c_ulong,
-    ctypes.POINTER(_Iovec),
+    ctypes.c_void_p,
     ctypes.c_ulong,
     ctypes.c_ulong,
 ]
@@ -74,19 +72,20 @@ class RemoteReader:
 
     def __init__(self, size: int = _abi.PATH_MAX) -> None:
         self.buf = ctypes.create_string_buffer(size)
-        self._local = _Iovec(ctypes.addressof(self.buf), 0)
-        self._remote = _Iovec(0, 0)
-        self._lp = ctypes.byref(self._local)
-        self._rp = ctypes.byref(self._remote)
+        self._size = size
+        # Two struct iovec side by side, {base, len}: the local one, then the remote one.
+        self._iov = (ctypes.c_uint64 * 4)(ctypes.addressof(self.buf), 0, 0, 0)
+        self._local = ctypes.addressof(self._iov)
+        self._remote = self._local + 16
 
     def read(self, pid: int, addr: int, length: int) -> bytes:
         """Up to `length` bytes at `addr` in `pid`; b"" raises OSError (EFAULT/ESRCH/EPERM)."""
-        length = min(length, len(self.buf))
-        self._local.len = length
-        self._remote.base = addr
-        self._remote.len = length
-        n = _pvr(pid, self._lp, 1, self._rp, 1, 0)
+        iov = self._iov
+        length = min(length, self._size)
+        iov[1] = iov[3] = length
+        iov[2] = addr
+        n = _pvr(pid, self._local, 1, self._remote, 1, 0)
         if n < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
-        return ctypes.string_at(self._local.base, n)  # `.raw` would copy the whole buffer
+        return ctypes.string_at(iov[0], n)  # `.raw` would copy the whole buffer
