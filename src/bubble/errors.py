@@ -38,7 +38,3 @@ class NotExecutable(BubbleError):
 
 class KernelError(BubbleError):
     """The kernel refused something the sandbox needs, or lacks a feature."""
-
-
-class SandboxError(BubbleError):
-    """Setting up or supervising the sandbox failed."""

@@ -133,18 +133,6 @@ class Clock:
         return f"{self._prefix}.{int((t - second) * 1000):03d}Z"
 
 
-def to_dict(event: Event, seq: int, ts: str) -> dict[str, object]:
-    """The event as the JSON object it is serialised to."""
-    cls = type(event)
-    keep = _KEEP_NULL[cls]
-    out: dict[str, object] = {"seq": seq, "ts": ts}
-    for name in _FIELD_NAMES[cls]:
-        value = getattr(event, name)
-        if value is not None or name in keep:
-            out[name] = value
-    return out
-
-
 def _json_value(value: object) -> str:
     kind = type(value)
     if kind is str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -158,9 +160,6 @@ def test_timeout_kills_a_pidns_tree():
 def test_supervisor_death_takes_the_whole_tree(flags):
     """SIGKILL the supervisor mid-run: the target *and* a daemonised grandchild die with it
     (the keeper's parent-death signal, or the namespace), nothing runs on unsupervised."""
-    import subprocess
-    import sys
-
     mark = _marker()
     script = f"(setsid sh -c 'sleep 60; : {mark}' &); echo ready; sleep 60"
     proc = subprocess.Popen(

@@ -24,9 +24,6 @@ READ_SIZE = 1 << 16
 BATCH_BYTES = 1 << 20  # stop gathering and commit after this much
 MAX_LINE = 1 << 20  # a longer line is not an event we can trust to parse cheaply
 
-ALERT_TYPES = frozenset({ev.ALERT})
-
-
 _decode = json.JSONDecoder().decode
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shlex
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,16 +32,6 @@ def sniff(head: bytes) -> tuple[str, str | None]:
         line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
         return "script", line or None
     return "data", None
-
-
-def interpreter_argv(hint: str | None) -> list[str]:
-    """The argv prefix a shebang line stands for (`/usr/bin/env python3` -> both words)."""
-    if not hint:
-        return []
-    try:
-        return shlex.split(hint)
-    except ValueError:
-        return hint.split()
 
 
 class Uploads:

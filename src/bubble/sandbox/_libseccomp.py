@@ -16,26 +16,14 @@ from bubble.errors import KernelError
 
 ACT_ALLOW = 0x7FFF0000
 ACT_NOTIFY = 0x7FC00000
-ACT_LOG = 0x7FFC0000
-ACT_ERRNO_BASE = 0x00050000
 
 # enum scmp_filter_attr
-ATTR_ACT_DEFAULT = 1
 ATTR_ACT_BADARCH = 2
 ATTR_CTL_NNP = 3
-ATTR_CTL_OPTIMIZE = 8
 
 # enum scmp_compare
 CMP_NE = 1
-CMP_EQ = 4
 CMP_MASKED_EQ = 7
-
-ARCH_X86_64 = 0xC000003E
-ARCH_X86 = 0x40000003
-
-
-def act_errno(errno: int) -> int:
-    return ACT_ERRNO_BASE | (errno & 0xFFFF)
 
 
 class _ArgCmp(ctypes.Structure):
@@ -65,7 +53,6 @@ def lib() -> ctypes.CDLL:
         handle.seccomp_init.argtypes = [ctypes.c_uint32]
         handle.seccomp_release.argtypes = [ctypes.c_void_p]
         handle.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
-        handle.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
         handle.seccomp_rule_add_array.argtypes = [
             ctypes.c_void_p,
             ctypes.c_uint32,
@@ -73,7 +60,6 @@ def lib() -> ctypes.CDLL:
             ctypes.c_uint,
             ctypes.POINTER(_ArgCmp),
         ]
-        handle.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
         handle.seccomp_syscall_resolve_num_arch.argtypes = [ctypes.c_uint32, ctypes.c_int]
         handle.seccomp_syscall_resolve_num_arch.restype = ctypes.c_void_p
         handle.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
@@ -86,11 +72,6 @@ def _rc(result: int, what: str) -> None:
         raise KernelError(
             f"libseccomp {what} failed: {os.strerror(-result)}", "see `bubble selftest`"
         )
-
-
-def resolve(name: str) -> int:
-    """The native syscall number of `name`, or a negative pseudo-number if unknown here."""
-    return int(lib().seccomp_syscall_resolve_name(name.encode()))
 
 
 def name_of(arch: int, nr: int) -> str | None:
@@ -124,9 +105,6 @@ class Filter:
 
     def attr(self, attr: int, value: int) -> None:
         _rc(lib().seccomp_attr_set(self._ctx, attr, value), f"attr_set({attr})")
-
-    def add_arch(self, arch: int) -> None:
-        _rc(lib().seccomp_arch_add(self._ctx, arch), "arch_add")
 
     def rule(self, action: int, nr: int, cmps: Sequence[Cmp] = ()) -> None:
         array = (_ArgCmp * max(1, len(cmps)))(*[_ArgCmp(*c) for c in cmps])

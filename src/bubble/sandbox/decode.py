@@ -97,7 +97,7 @@ def sockaddr_fields(data: bytes, pid: int) -> dict[str, Any]:
             out["peer"] = "@" + name[1:].decode("utf-8", "backslashreplace")
         else:
             path = name.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
-            out["peer"] = resolve(pid, -100, path)
+            out["peer"] = resolve(pid, _abi.AT_FDCWD, path)
     elif family == _abi.AF_NETLINK and len(data) >= 12:
         nl_pid, groups = struct.unpack_from("<II", data, 4)
         out["peer"] = f"netlink:pid={nl_pid},groups={groups:#x}"
@@ -161,7 +161,7 @@ class Decoder:
         """Event fields for `row` called with register values `args` (`peek`: payload bytes
         to copy for send calls)."""
         out: dict[str, Any] = {}
-        dirfd = dirfd2 = -100
+        dirfd = dirfd2 = _abi.AT_FDCWD
         roles = row.args
         for i, role in enumerate(roles):
             value = args[i]

@@ -89,9 +89,6 @@ class Monitor:
         self._target = (pid, os.path.realpath(exe))
         self.next = time.monotonic() + self.tick
 
-    def due_in(self) -> float | None:
-        return None if self.next is None else self.next - time.monotonic()
-
     def sample(self, root: int) -> str | None:
         """One sample; returns "procs" when the tree must end."""
         self.next = time.monotonic() + self.tick

@@ -11,7 +11,7 @@ import errno as errno_mod
 import os
 import struct
 
-from bubble.sandbox._abi import PAGE, PATH_MAX
+from bubble.sandbox._abi import AT_FDCWD, PAGE, PATH_MAX
 from bubble.sandbox._libc import RemoteReader
 
 ARGV_MAX = 256  # argv entries recorded
@@ -132,7 +132,7 @@ def resolve(pid: int, dirfd: int, path: str) -> str:
     if path.startswith("<"):
         return path
     if not path.startswith("/"):
-        base = readlink(f"/proc/{pid}/cwd" if dirfd == -100 else f"/proc/{pid}/fd/{dirfd}")
+        base = readlink(f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}")
         if base is None:
             return path
         if not path:

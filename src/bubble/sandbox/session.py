@@ -95,8 +95,8 @@ class Session:
             message = f"timed out after {self.policy.timeout:g} s: killing the process tree"
             self.writer.emit(events.Msg(action="timeout", message=message))
             self.kill_all()
-        due = self.monitor.due_in()
-        sample = self.monitor.sample(os.getpid()) if due is not None and due <= 0 else None
+        due = self.monitor.next
+        sample = self.monitor.sample(os.getpid()) if due is not None and now >= due else None
         if sample == "procs" and self.limit is None:
             self.end_by_limit("procs", f"--max-procs {self.policy.max_procs} reached")
 
@@ -206,8 +206,8 @@ class Session:
         # Test hook: pretend the kernel has this Landlock ABI (0: none) to exercise the
         # degraded path; the operator's environment only, like BUBBLE_TEST_OMIT_ROWS.
         forced = os.environ.get("BUBBLE_TEST_LANDLOCK_ABI")
-        self.landlock_abi = int(forced) if forced else landlock.abi_version()
-        fs, net, scope, self.notes = landlock.plan(policy, self.landlock_abi)
+        abi = int(forced) if forced else landlock.abi_version()
+        fs, net, scope, self.notes = landlock.plan(policy, abi)
         plan = child.ChildPlan(
             policy=policy,
             path=self.path,
