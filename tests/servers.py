@@ -104,12 +104,12 @@ class PostgresServer:
             **run_as,  # type: ignore[arg-type]
         )
         log = self.dir / "postgres.log"
-        opts = ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        opts = ["-p", str(self.port), "-h", "127.0.0.1"]
+        opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         opts += ["-c", "max_connections=300", "-c", f"unix_socket_directories={self.dir}"]
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
-                [str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port)]
-                + ["-h", "127.0.0.1", *opts],
+                [str(PG_BIN / "postgres"), "-D", str(self.data), *opts],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 **run_as,  # type: ignore[arg-type]

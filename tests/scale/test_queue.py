@@ -62,7 +62,7 @@ def test_two_workers_share_ten_runs_and_the_api_serves_everything(cluster) -> No
         assert sum(e["type"] == "policy.alert" for e in events) == 3
         assert any(e["type"] == "process.exit" for e in events)
         assert sse_output(server.url, run_id) == f"out-{i}\n"
-        stdout = [a for a in rec["artifacts"] if a["kind"] == "stdout"][0]
+        stdout = next(a for a in rec["artifacts"] if a["kind"] == "stdout")
         body = requests.get(server.url + stdout["url"], timeout=10).content
         assert body == f"out-{i}\n".encode()
 
