@@ -122,9 +122,9 @@ def test_servers_refuse_an_older_schema_and_name_the_fix(tmp_path: Path) -> None
     with pytest.raises(RuntimeError) as serve:
         ServeProcess(data)
     assert "bubble db upgrade --data-dir" in str(serve.value)
+    worker = ["worker", "--queue-url", "redis://127.0.0.1:1/0", "--data-dir", str(data)]
     proc = subprocess.run(
-        [sys.executable, "-m", "bubble", "worker", "--queue-url", "redis://127.0.0.1:1/0"]
-        + ["--data-dir", str(data)],
+        [sys.executable, "-m", "bubble", *worker],
         capture_output=True,
         text=True,
         cwd=ROOT,
