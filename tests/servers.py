@@ -83,9 +83,10 @@ class RedisServer:
 
 class PostgresServer:
     """A PostgreSQL 15 cluster of its own on 127.0.0.1:<free port>, trust auth for the
-    loopback test user. Durability is off (tests), so creating databases is cheap."""
+    loopback test user. Durability is off for tests (creating databases is then cheap);
+    `durable=True` keeps the defaults, for benchmarks."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
         if not (PG_BIN / "postgres").exists():
             raise RuntimeError("PostgreSQL 15 is missing: `make test` installs it (apt)")
         self.dir = Path(tempfile.mkdtemp(prefix="bubble-pg-"))
@@ -105,7 +106,9 @@ class PostgresServer:
         )
         log = self.dir / "postgres.log"
         opts = ["-p", str(self.port), "-h", "127.0.0.1"]
-        opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        if not durable:
+            opts += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
+            opts += ["-c", "full_page_writes=off"]
         opts += ["-c", "max_connections=300", "-c", f"unix_socket_directories={self.dir}"]
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(

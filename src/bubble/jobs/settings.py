@@ -145,3 +145,9 @@ def markdown() -> str:
         default = "" if s.default in (None, []) else f"`{s.default}`"
         lines.append(f"| {flag} | {env} | {', '.join(s.scope)} | {default} | {s.help} |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m bubble.jobs.settings > docs/settings.md
+    import sys
+
+    sys.stdout.write(markdown())
