@@ -88,7 +88,7 @@ def measure(k: int, runs: int, events: int, probe: str, pg: PostgresServer, rd: 
         assert all(r["status"] == "completed" for r in recs), recs[0]
         per_min = runs / wall * 60
         flood = [probe, "flood", str(events), "85", "s:/proc/bubble-denied/x", "0644"]
-        _, recs = submit_and_wait(base, [{"cmd": flood, "timeout": 600}] * k)
+        _, recs = submit_and_wait(base, [{"cmd": flood, "timeout": 300}] * k)
         total = sum(r["last_seq"] for r in recs)
         span = max(ts(r["ended_at"]) for r in recs) - min(ts(r["started_at"]) for r in recs)
         assert all(r["counts"]["fs"] == events for r in recs), [r["counts"] for r in recs]

@@ -141,3 +141,31 @@ def test_a_newer_schema_is_refused(empty_db: str) -> None:
     engine.dispose()
     with pytest.raises(SchemaMismatch, match="newer"):
         Store(empty_db)
+
+
+def test_upgrading_a_data_dir_moves_old_files_into_the_store(tmp_path: Path) -> None:
+    from tests.web.helpers import make_app
+
+    data = tmp_path / "data"
+    (data / "runs" / RUN).mkdir(parents=True)
+    (data / "runs" / RUN / "stdout.txt").write_bytes(b"old output\n")
+    _fill_previous_schema(f"sqlite:///{data / 'bubble.db'}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bubble", "db", "upgrade", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "1 files" in proc.stdout, proc.stdout + proc.stderr
+    app = make_app(data)
+    try:
+        client = app.test_client()
+        (art,) = client.get(f"/api/runs/{RUN}").get_json()["artifacts"]
+        assert art["kind"] == "stdout"
+        seed = app.extensions["bubble"].store.output_after(RUN, "stdout", 0, 100)
+        assert seed == b"old output\n"
+    finally:
+        from bubble.web import shutdown
+
+        shutdown(app)

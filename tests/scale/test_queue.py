@@ -152,3 +152,22 @@ def test_sigterm_lets_the_worker_finish_its_run(cluster) -> None:
     rec = wait_done(server.url, run_id, timeout=30)
     assert rec["status"] == "completed" and rec["worker"] == "polite"
     assert sse_output(server.url, run_id) == "finished\n"
+
+
+def test_a_cancel_request_in_the_store_stops_the_run_on_its_worker(cluster, urls) -> None:
+    from bubble.jobs.store import Store
+
+    server, start = cluster
+    worker = start("busy")
+    run_id = post(server.url, cmd=["/bin/sh", "-c", "exec sleep 120"], timeout=200)
+    assert _wait_status(server.url, run_id, "running", 60)["status"] == "running"
+    below = _descendants(worker.pid)
+    store = Store(urls[1])
+    try:
+        assert store.request_cancel(run_id)
+    finally:
+        store.close()
+    rec = wait_done(server.url, run_id, timeout=30)
+    assert rec["status"] == "interrupted" and rec["error"] == "cancelled on request", rec
+    assert not [p for p in below if _alive(p)]
+    assert worker.proc.poll() is None  # the worker goes on

@@ -36,4 +36,14 @@ def main(argv: list[str]) -> int:
     finally:
         engine.dispose()
     print(f"bubble: {shown}: schema {before or 'empty'} -> {after}", flush=True)
+    if before == "0001" and cfg.data_dir.is_dir():
+        from bubble.jobs.legacy import import_files
+        from bubble.jobs.store import Store
+
+        store = Store(cfg.database_url)
+        try:
+            n = import_files(store, cfg.data_dir)
+        finally:
+            store.close()
+        print(f"bubble: {n} files of old runs and uploads in {cfg.data_dir} copied into it")
     return 0

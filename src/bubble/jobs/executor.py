@@ -57,6 +57,7 @@ class Executor:
         self.name = name
         self.runner = Runner(cfg, store, hub)
         self.closing = False
+        self.cancelled: set[str] = set()
 
     def kill_all(self) -> None:
         self.closing = True
@@ -108,9 +109,13 @@ class Executor:
             self.forwarder.run_finished(run_id, lambda off: self._set_offline(run_id, off))
 
     def _beat(self, run_id: str, stop: threading.Event) -> None:
+        """Heartbeats; a cancel request stored on the run (from any web server) kills it."""
         while not stop.wait(self.cfg.heartbeat):
             try:
-                self.store.heartbeat(run_id)
+                if self.store.heartbeat(run_id):
+                    log.info("run %s: cancel requested", run_id)
+                    self.cancelled.add(run_id)
+                    self.runner.kill(run_id)
             except Exception:  # a database hiccup: the next beat may get through
                 log.exception("run %s: heartbeat failed", run_id)
 
@@ -158,6 +163,10 @@ class Executor:
         if self.closing and not sink.exit_event:
             final.update(status=schema.INTERRUPTED, error="the server stopped during the run")
             final["hint"] = "run it again"
+        if run_id in self.cancelled:
+            self.cancelled.discard(run_id)
+            final.update(status=schema.INTERRUPTED, error="cancelled on request")
+            final["hint"] = "run it again if that was a mistake"
         if not self.store.end_run_if(run_id, schema.RUNNING, **final):
             log.warning("run %s was ended by someone else (stale heartbeat?)", run_id)
 

@@ -69,6 +69,13 @@ class Runner:
         for proc in procs:
             _kill_group(proc.pid)
 
+    def kill(self, run_id: str) -> None:
+        """End one run in flight (a cancel request); its result records how it ended."""
+        with self._lock:
+            proc = self._active.get(run_id)
+        if proc is not None:
+            _kill_group(proc.pid)
+
     def execute(self, run_id: str, argv: list[str], policy: Policy, workdir: Path) -> RunResult:
         """Run the launcher to its end; what was seen is in the result."""
         sink = EventSink(self.store, self.hub, run_id)

@@ -69,6 +69,8 @@ runs = Table(
     Column("offline", Boolean),
     Column("worker", String(128)),  # who executed it: "web" in-process, else the worker name
     Column("heartbeat_at", Float),  # epoch seconds, moved by the executor while it runs
+    # Set by whoever wants the run stopped; its executor sees it at the next heartbeat.
+    Column("cancel_requested", Boolean),
 )
 
 events = Table(

@@ -116,13 +116,18 @@ class Store:
         now = time.time()
         query = (
             runs.update()
-            .where(runs.c.id == run_id, runs.c.status == schema.QUEUED)
+            .where(
+                runs.c.id == run_id,
+                runs.c.status == schema.QUEUED,
+                runs.c.cancel_requested.is_not(True),
+            )
             .values(status=schema.RUNNING, started_at=now_iso(), worker=worker, heartbeat_at=now)
         )
         with self._write() as conn:
             return conn.execute(query).rowcount == 1
 
-    def heartbeat(self, run_id: str) -> None:
+    def heartbeat(self, run_id: str) -> bool:
+        """Move the run's heartbeat; True if someone asked for the run to be cancelled."""
         query = (
             runs.update()
             .where(runs.c.id == run_id, runs.c.status == schema.RUNNING)
@@ -130,6 +135,18 @@ class Store:
         )
         with self._write() as conn:
             conn.execute(query)
+            ask = select(runs.c.cancel_requested).where(runs.c.id == run_id)
+            return bool(conn.execute(ask).scalar())
+
+    def request_cancel(self, run_id: str) -> bool:
+        """Ask the run's executor, wherever it is, to stop it; False if it is not live."""
+        query = (
+            runs.update()
+            .where(runs.c.id == run_id, runs.c.status.in_([schema.QUEUED, schema.RUNNING]))
+            .values(cancel_requested=True)
+        )
+        with self._write() as conn:
+            return conn.execute(query).rowcount == 1
 
     def stale_runs(self, older_than: float) -> list[tuple[str, str | None]]:
         """(id, worker) of runs `running` whose last heartbeat is older than that."""
