@@ -5,7 +5,9 @@ PID), a queueing `bubble serve`, and K workers; then
   * runs/minute: R short runs (three denied writes and a line of output each), submitted
     at once, from the first POST to the last run done;
   * events/s: one flood run per worker (N denied creat() calls each, all at once), total
-    events stored over the wall time from the first start to the last end.
+    events stored over the wall time from the first start to the last end;
+  * and first the store's own share: N launcher-shaped events through a pipe into
+    PostgreSQL (the 20,000 events/s target).
 
     .venv/bin/python bench/scale.py [--runs 40] [--events 200000]
 """
@@ -64,10 +66,49 @@ def submit_and_wait(base: str, bodies: list[dict]) -> tuple[float, list[dict]]:
         ids.append(resp.json()["id"])
     records = []
     for run_id in ids:
-        while not (rec := requests.get(f"{base}/api/runs/{run_id}", timeout=30).json())["done"]:
+        while True:
+            resp = requests.get(f"{base}/api/runs/{run_id}", timeout=30)
+            if resp.status_code != 200:
+                raise RuntimeError(f"GET run {run_id}: {resp.status_code} {resp.text}")
+            if (rec := resp.json())["done"]:
+                break
             time.sleep(0.05)
         records.append(rec)
     return time.perf_counter() - start, records
+
+
+def ingest_rate(url: str, n: int) -> float:
+    """Events/s from a launcher-shaped NDJSON pipe into the store (EventSink + pump), the
+    orchestrator's share of a flood, without the sandbox's own cost."""
+    import json
+    import threading
+
+    from bubble.jobs.hub import Hub
+    from bubble.jobs.ingest import EventSink, pump_events
+    from bubble.jobs.store import Store
+
+    store = Store(url)
+    run = {"id": "bench", "status": "running", "created_at": "x", "command": ["x"]}
+    store.create_run(run | {"policy": {}, "timeout": 1.0, "timed_out": False, "last_seq": 0})
+    line = {"type": "policy.alert", "pid": 7, "category": "fs", "syscall": "creat",
+            "syscall_no": 85, "denied": "EPERM", "path": "/proc/bench/x", "mode": 420}  # fmt: skip
+    payload = b"".join(
+        json.dumps({"seq": i, "ts": "2026-01-01T00:00:00.000Z", **line}).encode() + b"\n"
+        for i in range(1, n + 1)
+    )
+    r, w = os.pipe()
+    reader = threading.Thread(
+        target=pump_events, args=(r, EventSink(store, Hub(), "bench"), threading.Event())
+    )
+    start = time.perf_counter()
+    reader.start()
+    with os.fdopen(w, "wb") as out:
+        out.write(payload)
+    reader.join()
+    elapsed = time.perf_counter() - start
+    assert store.run_state("bench") == ("running", n)
+    store.close()
+    return n / elapsed
 
 
 def ts(text: str) -> float:
@@ -113,6 +154,8 @@ def main() -> int:
     subprocess.run(["gcc", "-O1", "-o", probe, str(src), "-lpthread"], check=True)
     pg, rd = PostgresServer(durable=True), RedisServer()
     try:
+        rate = ingest_rate(pg.fresh_url(), args.events)
+        print(f"ingestion into PostgreSQL: {rate:9,.0f} events/s", flush=True)
         for k in (1, 2):
             per_min, rate, used = measure(k, args.runs, args.events, probe, pg, rd)
             print(
