@@ -80,6 +80,7 @@ class Call:
     bytes: int | None = None
     hex: str | None = None
     detail: str | None = None
+    scope: str | None = None  # the write scope that allowed it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

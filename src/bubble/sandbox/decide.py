@@ -16,6 +16,7 @@ from bubble.policy import Policy
 from bubble.sandbox.decode import WRITE_INTENT
 from bubble.sandbox.procmem import status_kb
 from bubble.sandbox.syscalls import TTY_IOCTLS, UNIX_CONNECTED_TYPES, Syscall
+from bubble.scopes import covering
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
 if TYPE_CHECKING:
@@ -41,6 +42,16 @@ PSEUDO_DEVICES = {
     "/proc/thread-self/fd/2": "fd:2",
 }
 _OPENS = frozenset({"open", "openat", "creat", "openat2"})
+# Calls whose every effect Landlock re-checks in the kernel (with REFER and TRUNCATE handled),
+# so a write scope may CONTINUE them on a path read from memory: a path swapped after our check
+# fails there. Metadata calls (chmod, chown, utimes, xattrs, ioctls) have no Landlock right:
+# a scope never lets them through.
+SCOPED_CALLS = _OPENS | frozenset(
+    {
+        "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", "mkdir", "mkdirat",
+        "mknod", "mknodat", "link", "linkat", "symlink", "symlinkat", "truncate",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +133,13 @@ def decide_fs(
         return Decision(
             CONTINUE, _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW")
         )
+    if policy.write and row.name in SCOPED_CALLS:
+        scope = _in_scope(row, ctx, policy.write)
+        if scope is not None:
+            return Decision(
+                CONTINUE,
+                _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW", scope=scope),
+            )
     if row.name in _OPENS:
         source = pseudo_device(pid, ctx.get("path"))
         if source is not None:
@@ -131,6 +149,21 @@ def decide_fs(
                 source=source,
             )
     return alert(row, nr, pid, ctx, category="fs")
+
+
+def _in_scope(row: Syscall, ctx: dict[str, Any], write: tuple[str, ...]) -> str | None:
+    """The scope holding every path the call names (rename's and link's both), or None."""
+    scope = None
+    for role in ("path", "path2"):
+        if role not in row.args:
+            continue  # symlink's path2 is the link's text, not a place written
+        path = ctx.get(role)
+        if not isinstance(path, str) or not path.startswith("/"):
+            return None
+        scope = covering(write, path)
+        if scope is None:
+            return None
+    return scope
 
 
 def decide_net(
