@@ -24,6 +24,7 @@ SPAWN = "process.spawn"
 EXIT = "process.exit"
 ALERT = "policy.alert"
 FS_WRITE = "fs.write"
+FS_NOOP = "fs.noop"  # a mutation answered as the kernel would, changing nothing
 NET_SOCKET = "net.socket"
 NET_CONNECT = "net.connect"
 NET_BIND = "net.bind"

@@ -4,8 +4,11 @@ Every effect is checked from outside, on disk."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,12 +78,50 @@ def test_hard_link_in_and_rename_out_are_refused(dirs):
     assert {e["syscall"] for e in r.alerts} >= {"linkat", "renameat2"}
 
 
-def test_metadata_changes_are_not_scoped(dirs):
+def test_chmod_and_times_in_a_scope_are_performed_by_the_supervisor(dirs):
+    inside, outside = dirs
+    victim = outside / "victim"
+    victim.write_text("v\n")
+    if AS_ROOT:
+        os.chown(victim, *target_ids())  # the target could change it, were it not for the scope
+    os.chmod(victim, 0o644)
+    before = victim.stat()
+    r = sh(
+        f"echo x > {inside}/f; chmod 700 {inside}/f; touch -d 2001-01-01 {inside}/f;"
+        f" chmod 777 {victim}; touch -d 2001-01-01 {victim}; touch {inside}/new; echo after",
+        inside,
+    )
+    assert r.stdout.strip() == "after", r.stderr
+    st = (inside / "f").stat()
+    assert st.st_mode & 0o777 == 0o700
+    assert time.gmtime(st.st_mtime).tm_year == 2001
+    assert (inside / "new").exists()
+    after = victim.stat()
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+    performed = [e for e in r.of_type("fs.write") if e.get("detail", "").startswith("performed")]
+    assert {e["syscall"] for e in performed} >= {"fchmodat", "utimensat"}
+    assert all(e["scope"] == str(inside) for e in performed)
+    assert {e["path"] for e in r.alerts} == {str(victim)}
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="needs a file the target does not own")
+def test_performed_chmod_keeps_the_callers_permissions(dirs):
     inside, _ = dirs
-    r = sh(f"echo x > {inside}/f; chmod 700 {inside}/f; echo after", inside)
+    rootfile = inside / "rootfile"
+    rootfile.write_text("r\n")
+    os.chmod(rootfile, 0o644)  # owned by root: nobody may not chmod it, scope or not
+    r = sh(f"chmod 777 {rootfile}; echo rc=$?", inside)
+    assert "rc=1" in r.stdout
+    assert rootfile.stat().st_mode & 0o777 == 0o644
+    (event,) = [e for e in r.of_type("fs.write") if e["syscall"] == "fchmodat"]
+    assert event["detail"] == "performed by the supervisor: EPERM"
+
+
+def test_chown_is_never_scoped(dirs):
+    inside, _ = dirs
+    r = sh(f"echo x > {inside}/f; chgrp 0 {inside}/f; echo after", inside)
     assert r.stdout.strip() == "after"
-    assert (inside / "f").stat().st_mode & 0o777 != 0o700
-    assert [e["syscall"] for e in r.alerts] == ["fchmodat"]
+    assert [e["syscall"] for e in r.alerts if e["category"] == "fs"] == ["fchownat"]
 
 
 RACE = r"""
@@ -170,3 +211,29 @@ def test_scopes_as_a_non_root_operator(dirs):
     )
     assert (inside / "a").exists(), proc.stderr
     assert not (outside / "b").exists()
+
+
+def test_suggest_then_rerun_has_no_alert(dirs, tmp_path):
+    inside, outside = dirs
+    script = (
+        f"mkdir -p {inside}/build/obj; for m in a b c; do mkdir -p {inside}/build/$m;"
+        f" echo $m > {inside}/build/$m/out.o; done; touch {inside}/build/stamp;"
+        f" chmod 755 {inside}/build/a/out.o; cat /etc/hostname > /dev/null"
+    )
+    events = tmp_path / "first.ndjson"
+    first = run_bubble(["/bin/sh", "-c", script])
+    assert first.alerts and not (inside / "build").exists()
+    events.write_text("\n".join(json.dumps(e) for e in first.events) + "\n")
+    policy = tmp_path / "suggested.toml"
+    out = subprocess.run(
+        [sys.executable, "-m", "bubble", "policy", "suggest", str(events)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    policy.write_text(out.stdout)
+    assert f'"{inside}"' in out.stdout and str(outside) not in out.stdout
+    again = run_bubble(["/bin/sh", "-c", script], ["--policy", str(policy)])
+    assert again.alerts == [], again.alerts
+    assert (inside / "build" / "c" / "out.o").read_text() == "c\n"
+    assert (inside / "build" / "a" / "out.o").stat().st_mode & 0o777 == 0o755

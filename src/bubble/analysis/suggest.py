@@ -22,13 +22,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-# The calls a write scope can allow (Landlock re-checks them); kept in step with
-# sandbox/decide.py's SCOPED_CALLS by tests/unit/test_suggest.py.
+# The calls a write scope can allow (Landlock re-checks them, or the supervisor performs them);
+# kept in step with sandbox/decide.py by tests/unit/test_suggest_diff.py.
 SCOPABLE = frozenset(
     {
         "open", "openat", "creat", "openat2", "unlink", "unlinkat", "rmdir", "rename",
         "renameat", "renameat2", "mkdir", "mkdirat", "mknod", "mknodat", "link", "linkat",
-        "symlink", "symlinkat", "truncate",
+        "symlink", "symlinkat", "truncate", "chmod", "fchmod", "fchmodat", "fchmodat2", "utime",
+        "utimes", "futimesat", "utimensat",
     }
 )  # fmt: skip
 _TWO_PATHS = frozenset({"rename", "renameat", "renameat2", "link", "linkat"})
@@ -90,6 +91,8 @@ def suggest(
         if e.get("type") != "policy.alert":
             continue
         seq, name = int(e.get("seq", 0)), str(e.get("syscall", "?"))
+        if name in ("mkdir", "mkdirat") and check_disk and os.path.isdir(str(e.get("path"))):
+            continue  # `mkdir -p` retrying a directory that exists: denied, but nothing needed
         if e.get("category") == "fs" and name in SCOPABLE and (dirs := _places(e)):
             for d in dirs:
                 places[_existing(d, check_disk)].calls.append((seq, name, str(e["path"])))

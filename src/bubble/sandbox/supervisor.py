@@ -21,8 +21,9 @@ from bubble.policy import Policy
 from bubble.sandbox import _abi
 from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
-from bubble.sandbox.decide import CONTINUE, DENY, INJECT, Decision, alert, decide
+from bubble.sandbox.decide import CONTINUE, DENY, INJECT, PERFORM, Decision, alert, decide
 from bubble.sandbox.decode import Decoder
+from bubble.sandbox.perform import Outside, perform
 from bubble.sandbox.procmem import status_fields, status_kb
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
 
@@ -57,6 +58,8 @@ class Supervisor:
         self.writer = writer
         self.decoder = Decoder()
         self.exempt = exempt  # our own helper processes (pidns init): not the target's RSS
+        # Write scopes as real paths: what a pinned object's /proc/self/fd link is checked on.
+        self.scopes = tuple(os.path.realpath(s) for s in policy.write)
         self.max_rss_kb = 0
         self.max_vm_kb = 0  # peak address space, to tell whether --memory was reached
         self.handled = 0
@@ -186,6 +189,8 @@ class Supervisor:
             self._send(nid, d.errno, 0)
         elif d.action == CONTINUE:
             self._send(nid, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
+        elif d.action == PERFORM and isinstance(event, events.Call):
+            event = self._perform(nid, pid, nr, args, event)
         elif d.action == INJECT:
             flags = self._open_flags(nr, args)
             try:
@@ -198,6 +203,33 @@ class Supervisor:
                 event = dataclasses.replace(event, detail=detail)
         if event is not None:
             self.writer.emit(event)
+
+    def _perform(
+        self, nid: int, pid: int, nr: int, args: tuple[int, ...], denied: events.Call
+    ) -> events.Call:
+        """A scoped metadata call: carried out by us on the object we pinned and checked, or
+        denied with the alert `denied` when that object lies outside every scope."""
+        try:
+            err, real, scope = perform(
+                BY_NR[nr].name, pid, args, self.decoder.mem, self.scopes, lambda: self._valid(nid)
+            )
+        except Outside as out:
+            self._send(nid, errno.EPERM, 0)
+            return dataclasses.replace(denied, detail=f"outside every write scope: {out.real}")
+        except OSError as exc:
+            err, real, scope = exc.errno or errno.EPERM, denied.path, None
+        self._send(nid, err, 0)
+        return dataclasses.replace(
+            denied,
+            type=events.FS_WRITE,
+            reason=None,
+            denied=None,
+            decision="ALLOW",
+            path=real,
+            scope=scope,
+            detail="performed by the supervisor"
+            + (f": {errno.errorcode.get(err, err)}" if err else ""),
+        )
 
     def _exiting(self, pid: int) -> None:
         """A process is calling exit_group: its memory figures are final and still readable."""
