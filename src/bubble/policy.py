@@ -104,11 +104,11 @@ def _typed(key: str, kind: str, value: object) -> object:
         ok = isinstance(value, bool)
     elif kind == "tuple[str, ...]":
         ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
-        if ok:
+        if isinstance(value, list | tuple) and ok:
             from bubble import scopes
 
             check = scopes.write_dir if key == "write" else scopes.endpoint
-            value = tuple(dict.fromkeys(check(v) for v in value))  # type: ignore[union-attr]
+            value = tuple(dict.fromkeys(check(v) for v in value))
     elif value is None:
         ok = "None" in kind
     elif kind.startswith("float"):

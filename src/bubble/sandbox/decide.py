@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox.decode import WRITE_INTENT
-from bubble.sandbox.perform import PERFORMED
+from bubble.sandbox.onbehalf import SCOPED as PERFORMED
 from bubble.sandbox.procmem import status_kb
 from bubble.sandbox.syscalls import TTY_IOCTLS, UNIX_CONNECTED_TYPES, Syscall
 from bubble.scopes import covering
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 DENY = "deny"  # answer -errno
 CONTINUE = "continue"  # let the kernel run the call
 INJECT = "inject"  # open `source` ourselves and hand the fd over with ADDFD|SEND
-PERFORM = "perform"  # carry the call out ourselves (sandbox/perform.py); event: the alert if not
+PERFORM = "perform"  # carry the call out ourselves (sandbox/onbehalf.py); event: the alert if not
 
 # Write-opens that must keep working under --deny-fs=1 (DESIGN §2.3). Values: what we inject.
 PSEUDO_DEVICES = {

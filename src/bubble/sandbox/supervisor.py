@@ -23,9 +23,10 @@ from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
 from bubble.sandbox.decide import CONTINUE, DENY, INJECT, PERFORM, Decision, alert, decide
 from bubble.sandbox.decode import Decoder
-from bubble.sandbox.perform import Outside, perform
+from bubble.sandbox.onbehalf import Outside, carry_out
 from bubble.sandbox.procmem import status_fields, status_kb
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
+from bubble.scopes import covering
 
 _ZERO = bytes(_abi.NOTIF_SIZE)
 _U64 = struct.Struct("<Q")
@@ -210,14 +211,19 @@ class Supervisor:
         """A scoped metadata call: carried out by us on the object we pinned and checked, or
         denied with the alert `denied` when that object lies outside every scope."""
         try:
-            err, real, scope = perform(
-                BY_NR[nr].name, pid, args, self.decoder.mem, self.scopes, lambda: self._valid(nid)
+            err, real, scope, _ = carry_out(
+                BY_NR[nr].name,
+                pid,
+                args,
+                self.decoder.mem,
+                self._scope_of,
+                lambda: self._valid(nid),
             )
         except Outside as out:
             self._send(nid, errno.EPERM, 0)
             return dataclasses.replace(denied, detail=f"outside every write scope: {out.real}")
         except OSError as exc:
-            err, real, scope = exc.errno or errno.EPERM, denied.path, None
+            err, real, scope = exc.errno or errno.EPERM, denied.path or "", None
         self._send(nid, err, 0)
         return dataclasses.replace(
             denied,
@@ -230,6 +236,9 @@ class Supervisor:
             detail="performed by the supervisor"
             + (f": {errno.errorcode.get(err, err)}" if err else ""),
         )
+
+    def _scope_of(self, real: str) -> str | None:
+        return covering(self.scopes, real)
 
     def _exiting(self, pid: int) -> None:
         """A process is calling exit_group: its memory figures are final and still readable."""
