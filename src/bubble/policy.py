@@ -39,6 +39,9 @@ class Policy:
     keep_root: bool = False
     write: tuple[str, ...] = ()  # write scopes: directories (or files) writable beneath
     connect: tuple[str, ...] = ()  # connect scopes: HOST:PORT endpoints
+    decide: str | None = None  # decision helper command (the seed's SUPERVISOR_JSON_FD protocol)
+    decide_timeout: float = 5.0  # seconds a held call waits for its decision
+    ask: bool = False  # held calls are the analyst's to decide (through SUPERVISOR_JSON_FD)
 
     def __post_init__(self) -> None:
         if not 0 <= self.peek_tx <= MAX_PEEK:
@@ -61,6 +64,10 @@ class Policy:
                 raise UsageError(f"{flag} must be positive", f"e.g. {flag} {_EXAMPLES[name]}")
         if self.keep_root and self.user:
             raise UsageError("--keep-root and --user contradict each other", "pass only one")
+        if not 0 < self.decide_timeout <= 3600:
+            raise UsageError(
+                "--decide-timeout must be between 0 and 3600 seconds", "e.g. --decide-timeout 5"
+            )
         if "/" in self.write and self.deny_fs:
             raise UsageError(
                 "a write scope of / allows every write", "use --deny-fs=0 to allow them all"
@@ -186,6 +193,9 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--user": ("user", "str"),
     "--keep-root": ("keep_root", "switch"),
     "--allow-write": ("write", "list"),
+    "--decide": ("decide", "str"),
+    "--decide-timeout": ("decide_timeout", "seconds"),
+    "--ask": ("ask", "switch"),
     "--allow-connect": ("connect", "list"),
 }
 
