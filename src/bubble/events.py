@@ -160,8 +160,9 @@ def _json_value(value: object) -> str:
 def serialise(event: Event, seq: int, ts: str) -> str:
     """One NDJSON line (with its newline). The only place events become text.
 
-    Event fields are str, int, finite float, bool, None or lists of str, so the line is assembled directly,
-    with the json module's own C string escaper: this runs once per notification and costs a
+    Event fields are str, int, finite float, bool, None or lists of str, so the line is
+    assembled directly, with the json module's own C string escaper: this runs once per
+    notification and costs a
     fraction of json.dumps (whose import alone is a measurable share of start-up).
     """
     cls = type(event)
