@@ -162,8 +162,8 @@ def serialise(event: Event, seq: int, ts: str) -> str:
 
     Event fields are str, int, finite float, bool, None or lists of str, so the line is
     assembled directly, with the json module's own C string escaper: this runs once per
-    notification and costs a
-    fraction of json.dumps (whose import alone is a measurable share of start-up).
+    notification and costs a fraction of json.dumps (whose import alone is a measurable share
+    of start-up).
     """
     cls = type(event)
     keep = _KEEP_NULL[cls]
