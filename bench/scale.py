@@ -154,8 +154,10 @@ def main() -> int:
     subprocess.run(["gcc", "-O1", "-o", probe, str(src), "-lpthread"], check=True)
     pg, rd = PostgresServer(durable=True), RedisServer()
     try:
-        rate = ingest_rate(pg.fresh_url(), args.events)
-        print(f"ingestion into PostgreSQL: {rate:9,.0f} events/s", flush=True)
+        sqlite = f"sqlite:///{probe_dir / 'ingest.db'}"
+        for name, url in (("SQLite", sqlite), ("PostgreSQL", pg.fresh_url())):
+            rate = ingest_rate(url, args.events)
+            print(f"ingestion into {name}: {rate:9,.0f} events/s", flush=True)
         for k in (1, 2):
             per_min, rate, used = measure(k, args.runs, args.events, probe, pg, rd)
             print(

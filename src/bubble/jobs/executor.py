@@ -81,8 +81,8 @@ class Executor:
         self.hub.publish(run_id)
         run = self.store.get_run(run_id)
         assert run is not None
-        known = Policy.__dataclass_fields__
-        policy = Policy(**{k: v for k, v in run["policy"].items() if k in known})
+        known = Policy.__dataclass_fields__  # a row from an older Bubble may have more
+        policy = Policy.from_mapping({k: v for k, v in run["policy"].items() if k in known})
         workdir = self.work_root / run_id
         beat = threading.Event()
         beater = threading.Thread(target=self._beat, args=(run_id, beat), daemon=True)

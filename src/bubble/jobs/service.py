@@ -26,7 +26,6 @@ from bubble.jobs.reaper import Reaper
 from bubble.jobs.report import counts
 from bubble.jobs.store import Store, new_id, now_iso
 from bubble.jobs.uploads import Uploads
-from bubble.policy import Policy
 
 log = logging.getLogger("bubble.jobs")
 
@@ -103,7 +102,7 @@ class Jobs:
             "created_at": now_iso(),
             "command": argv,
             "command_line": req.command_line or shlex.join(argv),
-            "policy": _policy_dict(policy),
+            "policy": policy.to_mapping(),
             "timeout": req.timeout,
             "sample_id": sample["id"],
             "upload_id": req.upload_id,
@@ -161,7 +160,3 @@ class Jobs:
         self.forwarder.close()
         self.store.close()
         self.layout.close()
-
-
-def _policy_dict(policy: Policy) -> dict[str, Any]:
-    return {name: getattr(policy, name) for name in Policy.__dataclass_fields__}
