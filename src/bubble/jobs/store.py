@@ -185,8 +185,10 @@ class Store:
                         for r in rows
                     ],
                 )
-            else:
+            elif self.engine.dialect.name == "postgresql":
                 _copy_events(conn, run_id, rows)
+            else:  # any other database SQLAlchemy speaks
+                conn.execute(events.insert(), [{"run_id": run_id, **r} for r in rows])
             conn.execute(runs.update().where(runs.c.id == run_id).values(last_seq=rows[-1]["seq"]))
 
     def events_after(self, run_id: str, after: int, limit: int) -> list[tuple[int, str]]:
