@@ -16,8 +16,8 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bubble import events as ev
@@ -129,7 +129,10 @@ class Runner:
             thread.start()
         try:
             ended_by = _watch(
-                proc, policy.timeout + self.cfg.kill_margin, wake, lambda: self._cancel_asked(run_id)
+                proc,
+                policy.timeout + self.cfg.kill_margin,
+                wake,
+                lambda: self._cancel_asked(run_id),
             )
         finally:
             with self._lock:
@@ -217,7 +220,10 @@ CANCELLED = "cancelled"
 
 
 def _watch(
-    proc: subprocess.Popen[bytes], limit: float, wake: int, cancel_asked: Callable[[], bool]
+    proc: subprocess.Popen[bytes],
+    limit: float,
+    wake: int | None = None,
+    cancel_asked: Callable[[], bool] = lambda: False,
 ) -> str | None:
     """Wait for the launcher; kill its tree if it overruns `limit` (returns `WATCHDOG`) or
     a cancel is asked (`CANCELLED`: `wake` became readable, or the store says so when
@@ -235,13 +241,14 @@ def _watch(
             if left <= 0:
                 ended_by = WATCHDOG
                 break
-            ready = select.select([pidfd, wake], [], [], min(left, CANCEL_POLL))[0]
+            fds = [pidfd] if wake is None else [pidfd, wake]
+            ready = select.select(fds, [], [], min(left, CANCEL_POLL))[0]
             if pidfd in ready:
                 break
             if (wake in ready or not ready) and cancel_asked():
                 ended_by = CANCELLED
                 break
-            if wake in ready:
+            if wake is not None and wake in ready:
                 os.eventfd_read(wake)
         if ended_by:
             _kill_group(proc.pid)

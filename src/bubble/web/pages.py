@@ -26,6 +26,7 @@ def _page(run_id: str = "", title: str = TITLE, missing: str = "") -> str:
         default_timeout=f"{cfg.default_timeout:g}",
         max_timeout=f"{cfg.max_timeout:g}",
         max_upload=cfg.max_upload,
+        output_cap=cfg.output_cap,
     )
 
 

@@ -49,7 +49,9 @@ def download_upload(upload_id: str) -> Response:
     """The sample itself, under the name it was uploaded with."""
     row = jobs().uploads.get(upload_id)
     if row is None:
-        raise NotFound(f"there is no upload {upload_id!r}", "upload ids come from POST /api/uploads")
+        raise NotFound(
+            f"there is no upload {upload_id!r}", "upload ids come from POST /api/uploads"
+        )
     name = _UNSAFE_NAME.sub("_", row["name"]).strip(" .") or "sample"
     return send_file(
         jobs().uploads.path_of(upload_id),
