@@ -48,7 +48,7 @@ export class NetActivity {
     group.countEl = el("span", { class: "v-count", title: "times seen" });
     group.timeEl = el("span", { class: "v-time" });
     group.extraEl = el("dl", { class: "v-ctx" });
-    return el("div", { class: "vcard cat-net net-card", "data-type": ev.type, "data-pattern": group.pattern },
+    return el("div", { class: "net-card cat-net", "data-type": ev.type, "data-pattern": group.pattern },
       el("div", { class: "v-head" },
         el("span", { class: "v-cat" }, "NET"),
         el("span", { class: "v-sys" }, ev.type ?? "?"),

@@ -18,7 +18,7 @@ export function shape(part) {
 /** "/tmp/x123" -> "/tmp/x{n}"; anything not an absolute path is kept as it is. */
 export function pathShape(path) {
   if (typeof path !== "string" || !path.startsWith("/")) return path ?? "";
-  return path.split("/").map(shape).join("/");
+  return shape(path); // "/" is neither a digit nor hex: runs never cross components
 }
 
 function hostOf(ev) {
