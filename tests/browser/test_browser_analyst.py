@@ -18,6 +18,7 @@ import requests
 
 from bubble.jobs import schema
 from bubble.jobs.ingest import EventSink
+from tests.browser.conftest import full_shot
 from tests.web.helpers import LiveServer, finish_run, jobs_of, synthetic_run
 
 pytestmark = pytest.mark.browser
@@ -80,7 +81,7 @@ def test_upload_shows_name_and_sha256_then_reruns_with_another_policy(
         # Another policy: writes allowed. Re-run, no file picked.
         fresh.check("#p-fswrite")
         fresh.fill("#args", "again")
-        fresh.screenshot(path=str(shots / "rerun-after.png"), full_page=True)
+        full_shot(fresh, shots / "rerun-after.png")
         fresh.click("#rerun-btn")
         fresh.wait_for_function(f"() => !location.pathname.endsWith('{first['id']}')")
         wait_ended(fresh)
@@ -93,7 +94,7 @@ def test_upload_shows_name_and_sha256_then_reruns_with_another_policy(
         assert fresh.locator(".vcard.cat-fs").count() == 0
         assert "out.txt" in fresh.text_content("#summary-body")
         assert len(requests.get(f"{site.url}/api/runs", timeout=5).json()["runs"]) == 2
-        fresh.screenshot(path=str(shots / "rerun-done.png"), full_page=True)
+        full_shot(fresh, shots / "rerun-done.png")
     finally:
         context.close()
 
@@ -265,7 +266,7 @@ def test_a_flood_of_100000_writes_is_a_handful_of_pattern_cards(
     assert page.text_content("#bar-status") == "completed"
     assert "100,001 events" in page.text_content("#bar-counts")
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(shots / "flood-100k-after.png"), full_page=True)
+    full_shot(page, shots / "flood-100k-after.png")
 
 
 def test_allowed_traffic_is_traced_and_shown(
@@ -307,7 +308,7 @@ def test_allowed_traffic_is_traced_and_shown(
     assert "127.0.0.1" in connect.text_content() and str(port) in connect.text_content()
     assert b"BEACON-1".hex() in page.text_content("#net-list")
     assert page.locator("#vio-list .vcard").count() == 0  # allowed, so no violation
-    page.screenshot(path=str(shots / "network.png"), full_page=True)
+    full_shot(page, shots / "network.png")
     # Re-opened, the form keeps trace and peek (a re-run no longer drops them).
     page.reload()
     wait_ended(page)

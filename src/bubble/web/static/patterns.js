@@ -8,9 +8,10 @@ import { clear, el, fmtInt, fmtTime } from "./dom.js";
 const FOLD_AFTER = 12; // distinct shapes per operation and directory before `dir/*`
 const EXAMPLES = 50; // distinct values remembered per group (the rest are counted)
 
-/** A path component's shape: hex runs with a digit -> {hex}, digit runs -> {n}. */
+/** A path's shape: UUIDs -> {uuid}, hex runs with a digit -> {hex}, digit runs -> {n}. */
 export function shape(part) {
   return part
+    .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi, "{uuid}")
     .replace(/[0-9a-f]{8,}/gi, (m) => (/\d/.test(m) ? "{hex}" : m))
     .replace(/\d+/g, "{n}");
 }

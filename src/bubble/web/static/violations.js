@@ -77,12 +77,15 @@ export class Violations {
     const ctx = el("dl", { class: "v-ctx" });
     const isPath = ev.path !== undefined && ev.path !== null;
     const own = isPath ? "path" : "peer";
-    const example = context(ev).find(([label]) => label === own)?.[1];
-    // The pattern stands first; the first event's own path or peer follows as an example.
-    if (example !== group.pattern) ctx.append(el("dt", {}, "pattern"), el("dd", { class: "v-pattern" }, group.pattern));
+    // Once a second distinct value arrives, the pattern row appears and the first event's
+    // own path or peer becomes its example.
+    group.patternRow = [el("dt", { hidden: true }, "pattern"), el("dd", { class: "v-pattern", hidden: true }, group.pattern)];
+    ctx.append(...group.patternRow);
     for (const [label, value] of context(ev)) {
       if (label === "pid") continue;
-      ctx.append(el("dt", {}, label === own && example !== group.pattern ? "e.g." : label), el("dd", {}, value));
+      const dt = el("dt", {}, label);
+      if (label === own) group.ownLabel = dt;
+      ctx.append(dt, el("dd", {}, value));
     }
     return el("div", { class: `vcard cat-${cat}`, "data-category": cat, "data-pattern": group.pattern },
       el("div", { class: "v-head" },
@@ -103,7 +106,13 @@ export class Violations {
       this.list.appendChild(frag);
     }
     if (!this.dirty.size) return;
-    for (const group of this.dirty) refresh(group);
+    for (const group of this.dirty) {
+      refresh(group);
+      if (group.node && group.values.size > 1 && group.patternRow[0].hidden) {
+        for (const node of group.patternRow) node.hidden = false;
+        if (group.ownLabel) group.ownLabel.textContent = "e.g.";
+      }
+    }
     this.dirty.clear();
     this.empty.hidden = this.total > 0;
     clear(this.counts);
