@@ -154,20 +154,17 @@ def test_sigterm_lets_the_worker_finish_its_run(cluster) -> None:
     assert sse_output(server.url, run_id) == "finished\n"
 
 
-def test_a_cancel_request_in_the_store_stops_the_run_on_its_worker(cluster, urls) -> None:
-    from bubble.jobs.store import Store
-
+def test_cancel_on_the_web_stops_the_run_on_its_worker(cluster) -> None:
     server, start = cluster
     worker = start("busy")
     run_id = post(server.url, cmd=["/bin/sh", "-c", "exec sleep 120"], timeout=200)
     assert _wait_status(server.url, run_id, "running", 60)["status"] == "running"
     below = _descendants(worker.pid)
-    store = Store(urls[1])
-    try:
-        assert store.request_cancel(run_id)
-    finally:
-        store.close()
+    assert requests.delete(f"{server.url}/api/runs/{run_id}", timeout=10).status_code == 202
     rec = wait_done(server.url, run_id, timeout=30)
-    assert rec["status"] == "interrupted" and rec["error"] == "cancelled on request", rec
+    assert rec["status"] == "cancelled" and rec["worker"] == "busy", rec
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in below) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not [p for p in below if _alive(p)]
     assert worker.proc.poll() is None  # the worker goes on

@@ -198,6 +198,25 @@ def add_events(
         sink.add([event_obj(s, alert_every, final and s == end) for s in range(lo + 1, hi + 1)])
 
 
+def add_stream_artifacts(app: Flask, run_id: str, stdout: bytes = b"") -> None:
+    """The stdout, stderr and events artifacts of a synthetic run (content in the store)."""
+    import hashlib
+
+    jobs = jobs_of(app)
+    events = b"".join(data.encode() + b"\n" for _, data in jobs.store.iter_events(run_id))
+    rows = []
+    for kind, name, data in (
+        ("stdout", "stdout.txt", stdout),
+        ("stderr", "stderr.txt", b""),
+        ("events", "events.ndjson", events),
+    ):
+        rows.append(
+            {"id": new_id(), "run_id": run_id, "kind": kind, "name": name, "path": None,
+             "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "created_at": now_iso()}
+        )  # fmt: skip
+    jobs.store.add_artifacts(rows)
+
+
 def finish_run(app: Flask, run_id: str, status: str = schema.COMPLETED) -> None:
     jobs = jobs_of(app)
     jobs.store.update_run(run_id, status=status, ended_at=now_iso(), exit_code=0)

@@ -26,7 +26,7 @@ from bubble.jobs.layout import make_work_dir
 from bubble.jobs.model import JobsConfig
 from bubble.jobs.report import counts
 from bubble.jobs.runner import Runner, RunResult, orchestrator_notes
-from bubble.jobs.store import Store, new_id, now_iso
+from bubble.jobs.store import EXECUTING, Store, new_id, now_iso
 from bubble.jobs.uploads import Uploads
 from bubble.policy import Policy
 
@@ -57,7 +57,6 @@ class Executor:
         self.name = name
         self.runner = Runner(cfg, store, hub)
         self.closing = False
-        self.cancelled: set[str] = set()
 
     def kill_all(self) -> None:
         self.closing = True
@@ -66,7 +65,7 @@ class Executor:
     def run(self, run_id: str) -> None:
         """Execute `run_id` if it is still queued (and nobody else took it)."""
         if self.closing:
-            self.store.end_run_if(
+            self.store.set_status_if(
                 run_id,
                 schema.QUEUED,
                 status=schema.INTERRUPTED,
@@ -92,9 +91,8 @@ class Executor:
             self._execute(run, policy, workdir)
         except Exception as err:  # recorded on the run: it must not stay "running"
             log.exception("run %s could not be executed", run_id)
-            self.store.end_run_if(
+            self._end(
                 run_id,
-                schema.RUNNING,
                 status=schema.FAILED,
                 ended_at=now_iso(),
                 error=f"{self.name}: {err}",
@@ -108,14 +106,15 @@ class Executor:
             self.hub.forget(run_id)
             self.forwarder.run_finished(run_id, lambda off: self._set_offline(run_id, off))
 
+    def _end(self, run_id: str, **final: Any) -> bool:
+        """Record the end of a run this executor holds (running, or cancelling: the
+        runner's watch polls for that); False if a reaper ended it meanwhile."""
+        return any(self.store.set_status_if(run_id, state, **final) for state in EXECUTING)
+
     def _beat(self, run_id: str, stop: threading.Event) -> None:
-        """Heartbeats; a cancel request stored on the run (from any web server) kills it."""
         while not stop.wait(self.cfg.heartbeat):
             try:
-                if self.store.heartbeat(run_id):
-                    log.info("run %s: cancel requested", run_id)
-                    self.cancelled.add(run_id)
-                    self.runner.kill(run_id)
+                self.store.heartbeat(run_id)
             except Exception:  # a database hiccup: the next beat may get through
                 log.exception("run %s: heartbeat failed", run_id)
 
@@ -163,11 +162,7 @@ class Executor:
         if self.closing and not sink.exit_event:
             final.update(status=schema.INTERRUPTED, error="the server stopped during the run")
             final["hint"] = "run it again"
-        if run_id in self.cancelled:
-            self.cancelled.discard(run_id)
-            final.update(status=schema.INTERRUPTED, error="cancelled on request")
-            final["hint"] = "run it again if that was a mistake"
-        if not self.store.end_run_if(run_id, schema.RUNNING, **final):
+        if not self._end(run_id, **final):
             log.warning("run %s was ended by someone else (stale heartbeat?)", run_id)
 
     def _store_drop(self, run_id: str, item: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ log = logging.getLogger("bubble.jobs")
 
 def fail_run(store: Store, run_id: str, worker: str | None, why: str, expected: str) -> bool:
     """Fail a run that is still in `expected` state; True if this call did it."""
-    done = store.end_run_if(
+    done = store.set_status_if(
         run_id,
         expected,
         status=schema.FAILED,
@@ -40,9 +40,9 @@ def fail_run(store: Store, run_id: str, worker: str | None, why: str, expected: 
 def reap(store: Store, stale_after: float) -> list[str]:
     """Fail every run whose heartbeat is older than `stale_after` seconds."""
     failed = []
-    for run_id, worker in store.stale_runs(time.time() - stale_after):
+    for run_id, worker, state in store.stale_runs(time.time() - stale_after):
         why = f"stopped sending heartbeats for over {stale_after:g}s"
-        if fail_run(store, run_id, worker, why, schema.RUNNING):
+        if fail_run(store, run_id, worker, why, state):
             failed.append(run_id)
     return failed
 

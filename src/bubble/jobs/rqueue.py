@@ -43,7 +43,7 @@ def on_failure(job: Any, _connection: Any, exc_type: Any, exc: Any, _tb: Any) ->
         return
     run_id = job.args[0]
     why = f"abandoned the run ({getattr(exc_type, '__name__', exc_type)}: {exc})"
-    for state in (schema.RUNNING, schema.QUEUED):
+    for state in (schema.RUNNING, schema.CANCELLING, schema.QUEUED):
         if fail_run(_store, run_id, job.worker_name, why, state):
             return
 

@@ -23,6 +23,8 @@ from sqlalchemy.engine import Engine
 from bubble.jobs import migrate, schema
 from bubble.jobs.schema import artifacts, blobs, events, output, runs, samples
 
+# States in which an executor holds the run (and moves its heartbeat).
+EXECUTING = (schema.RUNNING, schema.CANCELLING)
 COPY_EVENTS = "COPY events (run_id, seq, type, category, ts, data) FROM STDIN"
 
 
@@ -90,6 +92,13 @@ class Store:
         with self._write() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
 
+    def set_status_if(self, run_id: str, expected: str, **values: Any) -> bool:
+        """Move a run out of status `expected` only if it is still there (compare and set:
+        a worker claiming a queued run and a user cancelling it cannot both win)."""
+        query = runs.update().where(runs.c.id == run_id, runs.c.status == expected)
+        with self._write() as conn:
+            return conn.execute(query.values(**values)).rowcount == 1
+
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
@@ -119,51 +128,31 @@ class Store:
             .where(
                 runs.c.id == run_id,
                 runs.c.status == schema.QUEUED,
-                runs.c.cancel_requested.is_not(True),
             )
             .values(status=schema.RUNNING, started_at=now_iso(), worker=worker, heartbeat_at=now)
         )
         with self._write() as conn:
             return conn.execute(query).rowcount == 1
 
-    def heartbeat(self, run_id: str) -> bool:
-        """Move the run's heartbeat; True if someone asked for the run to be cancelled."""
+    def heartbeat(self, run_id: str) -> None:
         query = (
             runs.update()
-            .where(runs.c.id == run_id, runs.c.status == schema.RUNNING)
+            .where(runs.c.id == run_id, runs.c.status.in_(EXECUTING))
             .values(heartbeat_at=time.time())
         )
         with self._write() as conn:
             conn.execute(query)
-            ask = select(runs.c.cancel_requested).where(runs.c.id == run_id)
-            return bool(conn.execute(ask).scalar())
 
-    def request_cancel(self, run_id: str) -> bool:
-        """Ask the run's executor, wherever it is, to stop it; False if it is not live."""
-        query = (
-            runs.update()
-            .where(runs.c.id == run_id, runs.c.status.in_([schema.QUEUED, schema.RUNNING]))
-            .values(cancel_requested=True)
-        )
-        with self._write() as conn:
-            return conn.execute(query).rowcount == 1
-
-    def stale_runs(self, older_than: float) -> list[tuple[str, str | None]]:
-        """(id, worker) of runs `running` whose last heartbeat is older than that."""
-        query = select(runs.c.id, runs.c.worker).where(
-            runs.c.status == schema.RUNNING, runs.c.heartbeat_at < older_than
+    def stale_runs(self, older_than: float) -> list[tuple[str, str | None, str]]:
+        """(id, worker, status) of executing runs whose last heartbeat is older than that."""
+        query = select(runs.c.id, runs.c.worker, runs.c.status).where(
+            runs.c.status.in_(EXECUTING), runs.c.heartbeat_at < older_than
         )
         with self.engine.connect() as conn:
-            return [(r[0], r[1]) for r in conn.execute(query)]
-
-    def end_run_if(self, run_id: str, expected: str, **values: Any) -> bool:
-        """Move a run out of `expected` status only if it is still there (compare-and-set)."""
-        query = runs.update().where(runs.c.id == run_id, runs.c.status == expected)
-        with self._write() as conn:
-            return conn.execute(query.values(**values)).rowcount == 1
+            return [(r[0], r[1], r[2]) for r in conn.execute(query)]
 
     def runs_in_flight(self) -> list[str]:
-        query = select(runs.c.id).where(runs.c.status.in_([schema.QUEUED, schema.RUNNING]))
+        query = select(runs.c.id).where(runs.c.status.in_(sorted(schema.IN_FLIGHT)))
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(query)]
 
@@ -291,6 +280,15 @@ class Store:
     def add_sample(self, row: dict[str, Any]) -> None:
         with self._write() as conn:
             conn.execute(samples.insert().values(**row))
+
+    def samples_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Several samples in one query (the history's names and hashes)."""
+        wanted = sorted({i for i in ids if i})
+        if not wanted:
+            return {}
+        query = select(samples).where(samples.c.id.in_(wanted))
+        with self.engine.connect() as conn:
+            return {r["id"]: dict(r) for r in conn.execute(query).mappings()}
 
     def get_sample(self, sample_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

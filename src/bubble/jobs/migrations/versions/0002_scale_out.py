@@ -19,7 +19,6 @@ def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("worker", sa.String(128)))
         batch.add_column(sa.Column("heartbeat_at", sa.Float))
-        batch.add_column(sa.Column("cancel_requested", sa.Boolean))
     # Rows written from now on keep their content in the store, not in a file.
     with op.batch_alter_table("artifacts") as batch:
         batch.alter_column("path", existing_type=sa.Text, nullable=True)
@@ -43,6 +42,5 @@ def downgrade() -> None:
     with op.batch_alter_table("artifacts") as batch:
         batch.alter_column("path", existing_type=sa.Text, nullable=False)
     with op.batch_alter_table("runs") as batch:
-        batch.drop_column("cancel_requested")
         batch.drop_column("heartbeat_at")
         batch.drop_column("worker")
