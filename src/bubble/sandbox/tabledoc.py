@@ -18,7 +18,7 @@ _RULES = {
     "socketpair": "AF_UNIX datagram pairs, --deny-net=1",
     "addr": "--deny-net=1 or --trace-net",
     "listen": "--deny-net=1",
-    "sendto": "always under --deny-net=1; with --trace-net when it has a destination (always with --peek-tx)",
+    "sendto": "--deny-net=1; --trace-net with a destination (always with --peek-tx)",
     "msg": "--deny-net=1 or --trace-net",
     "ioctl": "TIOCSTI, TIOCLINUX; writing or argument-less 'f', 'v', 'X' ioctls",
     "seccomp": "a filter asking for a listener",
