@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 DENY = "deny"  # answer -errno
 CONTINUE = "continue"  # let the kernel run the call
 INJECT = "inject"  # open `source` ourselves and hand the fd over with ADDFD|SEND
+DONE = "done"  # the supervisor performed the call itself: answer with -errno (0: success)
 
 # Write-opens that must keep working under --deny-fs=1 (DESIGN §2.3). Values: what we inject.
 PSEUDO_DEVICES = {

@@ -21,7 +21,7 @@ from bubble.policy import Policy
 from bubble.sandbox import _abi
 from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
-from bubble.sandbox.decide import CONTINUE, DENY, INJECT, Decision, alert, decide
+from bubble.sandbox.decide import CONTINUE, DENY, DONE, INJECT, Decision, alert, decide
 from bubble.sandbox.decode import Decoder
 from bubble.sandbox.netpolicy import NetPolicy
 from bubble.sandbox.procmem import status_fields, status_kb
@@ -186,7 +186,7 @@ class Supervisor:
             if event is not None:
                 self.writer.emit(event)
             return
-        if d.action == DENY:
+        if d.action in (DENY, DONE):
             self._send(nid, d.errno, 0)
         elif d.action == CONTINUE:
             self._send(nid, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
