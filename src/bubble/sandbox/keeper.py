@@ -5,7 +5,7 @@ behind stay in the keeper's subtree. Its parent-death signal is the point: if th
 dies (even by SIGKILL), the keeper kills that whole subtree before anything can run on
 unsupervised; with only PDEATHSIG on the target, a daemonised grandchild would survive.
 
-It reports to the supervisor on a pipe: `pid N` once the target is forked, `status RAW MAXRSS`
+It reports to the supervisor on a pipe (`wire`): `Forked` once the target is forked, `Reaped`
 when the target is reaped. It exits once its subtree is empty.
 """
 
@@ -16,7 +16,7 @@ import os
 import signal
 
 from bubble.errors import BubbleError
-from bubble.sandbox import _abi, child, tree
+from bubble.sandbox import _abi, child, tree, wire
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import prctl
 
@@ -58,7 +58,7 @@ def _main(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> None:
             plan.policy, plan.parent_pid, os.getpgrp(), plan.omit, (os.getpid(),)
         )
     except BubbleError as err:
-        os.write(plan.err_w, f"125 {err}\n".encode())
+        wire.send(plan.err_w, wire.Failed(125, str(err)))
         os._exit(125)
     plan = dataclasses.replace(plan, bpf=bpf)
     target = os.fork()
@@ -68,11 +68,11 @@ def _main(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> None:
         child.main(dataclasses.replace(plan, parent_pid=os.getppid()))
     for fd in (plan.ready_w, plan.go_r, plan.err_w, *(plan.stdio or ())):
         os.close(fd)
-    os.write(report_w, f"pid {target}\n".encode())
+    wire.send(report_w, wire.Forked(target))
     while True:
         try:
             pid, status, rusage = os.wait4(-1, 0)
         except ChildProcessError:
             os._exit(0)  # the subtree is empty
         if pid == target:
-            os.write(report_w, f"status {status} {rusage.ru_maxrss}\n".encode())
+            wire.send(report_w, wire.Reaped(status, rusage.ru_maxrss))
