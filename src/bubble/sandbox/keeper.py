@@ -11,6 +11,7 @@ when the target is reaped. It exits once its subtree is empty.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -36,6 +37,30 @@ def start(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> int:
 def _end_subtree(_signum: int, _frame: object) -> None:
     tree.kill_tree(os.getpid())
     os._exit(1)
+
+
+# The supervisor's own clock starts a little later (once the child is ready) and normally
+# ends the run first, with its event; ours ends it when the supervisor cannot, e.g. while a
+# target stalls one of its memory reads (issue 13, finding 5).
+TIMEOUT_GRACE = 0.2  # seconds
+KILL_RETRY = 0.2  # seconds between kill rounds once the time is up
+
+
+def _arm_timeout(seconds: float, report_w: int) -> None:
+    """Kill the subtree when --timeout runs out, and again every KILL_RETRY seconds (a fork
+    bomb racing the kill); tell the supervisor once. Independent of the supervisor's loop."""
+    told = False
+
+    def expired(_signum: int, _frame: object) -> None:
+        nonlocal told
+        tree.kill_tree(os.getpid())
+        if not told:
+            told = True
+            with contextlib.suppress(OSError):
+                wire.send(report_w, wire.TimedOut())
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds + TIMEOUT_GRACE, KILL_RETRY)
 
 
 def _main(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> None:
@@ -69,6 +94,8 @@ def _main(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> None:
     for fd in (plan.ready_w, plan.go_r, plan.err_w, *(plan.stdio or ())):
         os.close(fd)
     wire.send(report_w, wire.Forked(target))
+    if plan.policy.timeout:
+        _arm_timeout(plan.policy.timeout, report_w)
     while True:
         try:
             pid, status, rusage = os.wait4(-1, 0)
