@@ -37,6 +37,7 @@ class Policy:
     max_output: int | None = None  # bytes of stdout+stderr kept
     user: str | None = None  # target user when run as root (default nobody)
     keep_root: bool = False
+    keep_caps: bool = False  # with --keep-root: keep the administrative capabilities too
 
     def __post_init__(self) -> None:
         if not 0 <= self.peek_tx <= MAX_PEEK:
@@ -57,6 +58,8 @@ class Policy:
             if value is not None and value <= 0:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} must be positive", f"e.g. {flag} {_EXAMPLES[name]}")
+        if self.keep_caps and not self.keep_root:
+            raise UsageError("--keep-caps needs --keep-root", "add --keep-root or drop --keep-caps")
         if self.keep_root and self.user:
             raise UsageError("--keep-root and --user contradict each other", "pass only one")
 
@@ -127,6 +130,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--max-output": ("max_output", "size"),
     "--user": ("user", "str"),
     "--keep-root": ("keep_root", "switch"),
+    "--keep-caps": ("keep_caps", "switch"),
 }
 
 _PARSERS = {"01": parse_bool01, "int": parse_int, "seconds": parse_seconds, "size": parse_size}

@@ -15,7 +15,7 @@ import signal
 from dataclasses import dataclass
 
 from bubble.policy import Policy
-from bubble.sandbox import _abi, landlock, wire
+from bubble.sandbox import _abi, caps, landlock, wire
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import prctl, unshare
 
@@ -124,6 +124,13 @@ def _init(target: int, err_w: int) -> None:
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
+def _keep_root_powers(policy: Policy) -> None:
+    """--keep-root keeps uid 0 but not the administrative capabilities (unless --keep-caps):
+    after the PID namespace, which needs CAP_SYS_ADMIN, and before exec."""
+    if policy.keep_root and not policy.keep_caps and os.geteuid() == 0:
+        caps.drop_admin()
+
+
 def main(plan: ChildPlan) -> None:
     """Never returns: execs the target or exits."""
     policy = plan.policy
@@ -154,6 +161,7 @@ def main(plan: ChildPlan) -> None:
             os.setgroups([])
             os.setgid(plan.gid)
             os.setuid(plan.uid)
+        _keep_root_powers(policy)
         prctl(_abi.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != plan.parent_pid:
             os._exit(125)  # the supervisor is already gone: never run unsupervised

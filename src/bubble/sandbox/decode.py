@@ -155,6 +155,16 @@ class Decoder:
             out["mode"] = mode & 0o7777
         return flags, out
 
+    def timex_modes(self, pid: int, addr: int) -> tuple[int | None, dict[str, Any]]:
+        """adjtimex/clock_adjtime: the `modes` word of struct timex (None if unreadable; 0
+        means the call only reads) and fields for the event."""
+        try:
+            (modes,) = struct.unpack_from("<I", self.mem.read(pid, addr, 4))
+        except (OSError, struct.error) as err:
+            text = unreadable(err) if isinstance(err, OSError) else "<short timex>"
+            return None, {"detail": f"timex modes {text}"}
+        return modes, {"detail": f"timex modes {modes:#x}"}
+
     def fields(
         self, row: Syscall, pid: int, args: tuple[int, ...], peek: int = 0
     ) -> dict[str, Any]:
