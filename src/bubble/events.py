@@ -7,10 +7,6 @@ every type and field, and a test keeps the two in step.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
-import sys
 import time
 from dataclasses import dataclass, fields
 
@@ -164,62 +160,3 @@ def serialise(event: Event, seq: int, ts: str) -> str:
             parts.append(f',"{name}":{_json_value(value)}')
     parts.append("}\n")
     return "".join(parts)
-
-
-class EventWriter:
-    """Numbers events and writes them to a file descriptor the target cannot reach.
-
-    Lines are buffered and written by `flush()`, which the supervisor calls whenever it is
-    about to wait, so a flood costs one write per batch while a quiet run still sees each
-    event at once. Writes block rather than drop: an event is never lost.
-    """
-
-    def __init__(self, fd: int, limit: int = 1 << 16) -> None:
-        self.fd = fd
-        self.seq = 0
-        self.clock = Clock()
-        self._parts: list[str] = []
-        self._size = 0
-        self._limit = limit
-        self.broken = False
-
-    def emit(self, event: Event) -> int:
-        self.seq += 1
-        line = serialise(event, self.seq, self.clock.now())
-        self._parts.append(line)
-        self._size += len(line)
-        if self._size >= self._limit:
-            self.flush()
-        return self.seq
-
-    def flush(self) -> None:
-        if not self._parts:
-            return
-        if self.broken:
-            self._parts.clear()
-            self._size = 0
-            return
-        data = "".join(self._parts).encode("utf-8", "backslashreplace")
-        self._parts.clear()
-        self._size = 0
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self.fd, view)
-            except BlockingIOError:
-                # A non-blocking consumer pipe: wait until it drains, never drop.
-                select.select([], [self.fd], [])
-                continue
-            except OSError as err:
-                # The reader is gone (EPIPE) or the sink failed (EIO from a terminal the
-                # target took over): nothing can receive events any more. Say so once and keep
-                # supervising: denials must go on regardless.
-                if not self.broken:
-                    self.broken = True
-                    with contextlib.suppress(OSError):
-                        print(
-                            f"bubble: cannot write events ({err.strerror}); they are lost",
-                            file=sys.stderr,
-                        )
-                return
-            view = view[written:]

@@ -13,6 +13,7 @@ import time
 from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox import tree, wire
+from bubble.sandbox.eventlog import EventWriter
 from bubble.sandbox.limits import Monitor, OutputPump
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
@@ -26,7 +27,7 @@ KILL_RETRY = 0.2  # seconds between kill rounds once the tree must end
 class Control:
     """What one run knows about itself between start and end."""
 
-    def __init__(self, policy: Policy, writer: events.EventWriter) -> None:
+    def __init__(self, policy: Policy, writer: EventWriter) -> None:
         self.policy = policy
         self.writer = writer
         self.child_pid = 0
@@ -51,14 +52,18 @@ class Control:
         supervisor loop, so it allocates nothing."""
         due = self.monitor.next
         deadline = None if self.timed_out else self.deadline
-        for t in (deadline, self.retry_kill_at):
+        for t in (deadline, self.retry_kill_at, self.writer.retry_at):
             if t is not None and (due is None or t < due):
                 due = t
         return due
 
     def on_due(self) -> None:
-        """Whatever is due: another kill round, the --timeout, a monitor sample."""
+        """Whatever is due: another kill round, the --timeout, a monitor sample, another try
+        at writing events."""
         now = time.monotonic()
+        retry = self.writer.retry_at
+        if retry is not None and now >= retry:
+            self.writer.flush()
         if self.retry_kill_at is not None and now >= self.retry_kill_at:
             self.kill_all()  # survivors of the last round: a fork bomb racing the kill
         if self.deadline is not None and not self.timed_out and now >= self.deadline:

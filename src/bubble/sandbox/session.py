@@ -25,6 +25,7 @@ from bubble.policy import Policy
 from bubble.sandbox import _abi, child, keeper, landlock, wire
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open, prctl
 from bubble.sandbox.control import STOP_SIGNALS, Control
+from bubble.sandbox.eventlog import EventWriter
 from bubble.sandbox.limits import which_limit
 from bubble.sandbox.outcome import account, peak_rss
 from bubble.sandbox.supervisor import Supervisor
@@ -45,7 +46,7 @@ class Session:
         self.argv = argv
         self.path = path
         self.uid, self.gid, self.user = user
-        self.writer = events.EventWriter(events_fd)
+        self.writer = EventWriter(events_fd)
         self.ctl = Control(policy, self.writer)
         self.notes: list[str] = []
 
@@ -249,7 +250,7 @@ class Session:
                 notes=end.notes,
             )
         )
-        self.writer.flush()
+        self.writer.close()
         return end.result
 
 

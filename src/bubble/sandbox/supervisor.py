@@ -29,6 +29,7 @@ from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
 from bubble.sandbox.decide import CONTINUE, DENY, INJECT, Decision, alert, decide
 from bubble.sandbox.decode import Decoder
+from bubble.sandbox.eventlog import EventWriter
 from bubble.sandbox.procmem import status_fields, status_kb
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
 
@@ -58,7 +59,7 @@ class Supervisor:
         self,
         listener: int,
         policy: Policy,
-        writer: events.EventWriter,
+        writer: EventWriter,
         exempt: frozenset[int] = frozenset(),
     ) -> None:
         self.listener = listener
