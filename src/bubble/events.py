@@ -38,6 +38,9 @@ class Spawn:
     exe: str
     argv: list[str] | None = None
     cwd: str | None = None
+    exe_hex: str | None = None  # the exact bytes, when `exe` is not valid UTF-8
+    argv_hex: list[str] | None = None  # every entry's bytes, when one is not valid UTF-8
+    cwd_hex: str | None = None
     ppid: int | None = None
     syscall: str | None = None
     syscall_no: int | None = None
@@ -61,6 +64,8 @@ class Call:
     decision: str | None = None
     path: str | None = None
     path2: str | None = None
+    path_hex: str | None = None  # the exact bytes, when `path` is not valid UTF-8
+    path2_hex: str | None = None
     flags: str | None = None
     mode: int | None = None
     uid: int | None = None
@@ -102,6 +107,31 @@ class Exit:
     timed_out: bool = False
     limit: str | None = None
     notes: str = ""
+
+
+def exact(text: str) -> tuple[str, str | None]:
+    """Text for an event from a path or argument read as bytes (decoded with
+    surrogateescape): unchanged if it is valid UTF-8; otherwise each undecodable byte shown
+    as `\\xNN`, and the exact bytes in hex beside it, since that text alone cannot be told
+    from a name that really contains a backslash."""
+    if text.isascii():
+        return text, None
+    try:
+        text.encode("utf-8")
+        return text, None
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "backslashreplace"), raw.hex()
+
+
+def exact_list(texts: list[str]) -> tuple[list[str], list[str] | None]:
+    """`exact` for a list (argv): the hex of every entry if any entry needs it."""
+    if all(t.isascii() for t in texts):
+        return texts, None
+    shown = [exact(t) for t in texts]
+    if all(h is None for _, h in shown):
+        return texts, None
+    return [t for t, _ in shown], [t.encode("utf-8", "surrogateescape").hex() for t in texts]
 
 
 Event = Spawn | Call | Msg | Exit

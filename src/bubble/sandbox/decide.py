@@ -217,11 +217,16 @@ def decide(
     if category == "net":
         return decide_net(row, nr, pid, ctx, policy, args)
     if category == "exec":
-        argv = ctx.pop("argv", None)
-        exe = ctx.get("path", "")
-        return Decision(
-            CONTINUE, events.Spawn(pid=pid, exe=exe, argv=argv, syscall=row.name, syscall_no=nr)
+        spawn = events.Spawn(
+            pid=pid,
+            exe=ctx.get("path", ""),
+            argv=ctx.get("argv"),
+            exe_hex=ctx.get("path_hex"),
+            argv_hex=ctx.get("argv_hex"),
+            syscall=row.name,
+            syscall_no=nr,
         )
+        return Decision(CONTINUE, spawn)
     if row.name == "ioctl":
         return decide_ioctl(row, nr, pid, ctx, policy, args[1] & 0xFFFFFFFF)
     if row.rule.startswith("adjtime:"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 from _socket import inet_ntop  # the C module: `socket` costs start-up time
 
+from bubble.events import exact, exact_list
 from bubble.sandbox import _abi
 from bubble.sandbox.procmem import TargetMemory, fd_path, resolve, unreadable
 from bubble.sandbox.syscalls import Syscall
@@ -228,6 +229,17 @@ class Decoder:
                 out["detail"] = f"pid {s32(value)}"
             elif role == "cmd":
                 out["detail"] = f"ioctl request {value & 0xFFFFFFFF:#x}"
+        for key in ("path", "path2"):
+            text = out.get(key)
+            if text is not None and not text.isascii():
+                out[key], hexed = exact(text)
+                if hexed is not None:
+                    out[key + "_hex"] = hexed
+        argv = out.get("argv")
+        if argv:
+            out["argv"], argv_hex = exact_list(argv)
+            if argv_hex is not None:
+                out["argv_hex"] = argv_hex
         if "oflags" in roles:
             # open(2) mode is meaningful only when a file may be created.
             flags = args[roles.index("oflags")]

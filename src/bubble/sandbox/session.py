@@ -158,12 +158,18 @@ class Session:
             listener = pidfd_getfd(pidfd, ready.listener)
         finally:
             os.close(pidfd)
+        exe, exe_hex = events.exact(self.path)
+        argv, argv_hex = events.exact_list(self.argv)
+        cwd, cwd_hex = events.exact(ready.cwd)
         self.writer.emit(
             events.Spawn(
                 pid=ctl.child_pid,
-                exe=self.path,
-                argv=self.argv,
-                cwd=ready.cwd,
+                exe=exe,
+                argv=argv,
+                cwd=cwd,
+                exe_hex=exe_hex,
+                argv_hex=argv_hex,
+                cwd_hex=cwd_hex,
                 ppid=os.getpid(),
                 action="launcher.start",
                 user=self.user,
