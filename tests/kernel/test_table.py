@@ -204,7 +204,6 @@ SYS_ARGS: dict[str, list[str]] = {
     "sched_setparam": ["ppid", "null"],
     "sched_setattr": ["ppid", "null", "0"],
     "ioprio_set": ["1", "ppid", "0"],
-    "sched_setaffinity": ["ppid", "0", "null"],
     "adjtimex": ["s:xxxxxxxx"],  # modes 0x78787878: sets
     "clock_adjtime": ["0", "s:xxxxxxxx"],
     "syslog": ["8", "null", "99"],  # SYSLOG_ACTION_CONSOLE_LEVEL

@@ -295,14 +295,6 @@ TABLE: tuple[Syscall, ...] = (
         "another process's I/O priority, or every process of the uid (IOPRIO_WHO_USER)",
     ),
     _row(
-        "sched_setaffinity",
-        203,
-        "sys",
-        "pid - -",
-        "pid:0",
-        "another process's CPUs: could pin the supervisor or a host process",
-    ),
-    _row(
         "adjtimex",
         159,
         "sys",
