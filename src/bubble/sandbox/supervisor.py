@@ -361,7 +361,8 @@ class Supervisor:
         must run next (a timeout, a sample), or None.
 
         The loop runs in a thread of its own; this thread only watches that no notification
-        takes longer than READ_BOUND, checking every half of it (joins cost nothing)."""
+        takes longer than READ_BOUND (from when it first saw it: 1 to 1.5 s), checking every
+        half of it (joins cost nothing)."""
         held = self.held
         if held is not None:
             extra = {**extra, held.fileno(): held.on_readable}
@@ -390,7 +391,7 @@ class Supervisor:
                 daemon=True,  # a stuck one must not keep the process from exiting
             )
             loop.start()
-            seen = None
+            seen, since = None, 0.0
             while True:
                 loop.join(READ_BOUND / 2)
                 if not loop.is_alive():
@@ -398,9 +399,10 @@ class Supervisor:
                         raise self._failure
                     return
                 current = self._current
-                if current is not None and current is seen and self._rescue(current):
+                if current is None or current is not seen:
+                    seen, since = current, time.monotonic()  # a new notification: clock it
+                elif time.monotonic() - since >= READ_BOUND and self._rescue(current):
                     break  # start a new loop thread
-                seen = current
 
     def _loop_thread(self, generation: int, loop: Callable[[], None]) -> None:
         try:
