@@ -37,8 +37,20 @@ class NotFound(ApiError):
     status = 404
 
 
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
+
+
+class TooManyRequests(ApiError):
+    status = 429
+
+
+class Unavailable(ApiError):
+    status = 503
 
 
 _STATUS = {UsageError: 400, UnknownUpload: 400, UploadTooLarge: 413, QueueFull: 503}

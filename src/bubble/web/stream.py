@@ -24,23 +24,12 @@ from bubble.jobs import schema
 from bubble.jobs.output import read_text
 from bubble.jobs.service import Jobs
 from bubble.web.errors import BadRequest
+from bubble.web.parse import int_arg
 from bubble.web.runs import describe, get_run_or_404, jobs
 
 bp = Blueprint("stream", __name__)
 
 OUTPUT_CHUNK = 64 << 10
-
-
-def _int_arg(text: str | None, name: str, default: int = 0) -> int:
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number", f"e.g. {name}=0") from None
-    if value < 0:
-        raise BadRequest(f"{name} must not be negative", f"e.g. {name}=0")
-    return value
 
 
 def _wants_json() -> bool:
@@ -105,10 +94,10 @@ def events(run_id: str) -> Response:
     j = jobs()
     batch = current_app.config["SSE_BATCH"]
     header = request.headers.get("Last-Event-ID")
-    after = _int_arg(header if header is not None else request.args.get("after"), "after")
+    after = int_arg(header if header is not None else request.args.get("after"), "after")
     if _wants_json():
-        return _events_json(j, run_id, after, _int_arg(request.args.get("limit"), "limit", 1000))
-    group = min(_int_arg(request.args.get("batch"), "batch", 0), 1000)
+        return _events_json(j, run_id, after, int_arg(request.args.get("limit"), "limit", 1000))
+    group = min(int_arg(request.args.get("batch"), "batch", 0), 1000)
     state = {"after": after}
 
     def step() -> tuple[list[bytes], bool]:
@@ -156,9 +145,9 @@ def output(run_id: str) -> Response:
     header = request.headers.get("Last-Event-ID")
     if header:
         out_text, _, err_text = header.partition(":")
-        offsets = [_int_arg(out_text, "stdout"), _int_arg(err_text, "stderr")]
+        offsets = [int_arg(out_text, "stdout"), int_arg(err_text, "stderr")]
     else:
-        offsets = [_int_arg(request.args.get(k), k) for k in ("stdout", "stderr")]
+        offsets = [int_arg(request.args.get(k), k) for k in ("stdout", "stderr")]
 
     def step() -> tuple[list[bytes], bool]:
         status = j.store.run_state(run_id)
