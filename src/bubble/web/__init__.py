@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "KEEPALIVE_SECONDS": 15.0,  # SSE comment when a stream is idle this long
     "POLL_SECONDS": 1.0,  # a waiting stream re-reads the store at least this often
     "SSE_BATCH": 1000,  # events per store read while catching up
+    "SSE_MAX_STREAMS": None,  # streams at once (each holds a thread); None: from the server
+    "SSE_MAX_PER_CLIENT": 8,  # streams at once per client address (a run page opens 2)
 }
 
 
@@ -55,6 +57,10 @@ def _jobs_config(cfg: Mapping[str, Any]) -> JobsConfig:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `config` overrides `DEFAULTS` (keys as above)."""
     merged = dict(DEFAULTS) | dict(config or {})
+    from bubble.web import errors, pages, runs, security, seed, stream, uploads
+
+    if merged["TOKEN"]:
+        security.check_token(merged["TOKEN"])  # before anything is started
     jobs_cfg = _jobs_config(merged)
     if jobs_cfg.default_timeout > jobs_cfg.max_timeout:
         merged["DEFAULT_TIMEOUT"] = jobs_cfg.max_timeout
@@ -65,8 +71,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = jobs_cfg.max_upload + (64 << 10)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["bubble"] = Jobs(jobs_cfg)
-
-    from bubble.web import errors, pages, runs, security, seed, stream, uploads
 
     errors.init_app(app)
     security.init_app(app)

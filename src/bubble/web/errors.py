@@ -75,6 +75,8 @@ def _bubble_error(err: BubbleError) -> Response:
     resp = error_response(err.message, err.hint, status)
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="bubble"'
+    if status in (429, 503):
+        resp.headers["Retry-After"] = "5"
     return resp
 
 

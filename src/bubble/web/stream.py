@@ -14,7 +14,9 @@ resumes exactly where the last chunk ended.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,7 +25,7 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 from bubble.jobs import schema
 from bubble.jobs.output import read_text
 from bubble.jobs.service import Jobs
-from bubble.web.errors import BadRequest
+from bubble.web.errors import BadRequest, TooManyRequests, Unavailable
 from bubble.web.parse import int_arg
 from bubble.web.runs import describe, get_run_or_404, jobs
 
@@ -41,13 +43,65 @@ def _wants_json() -> bool:
     return "text/event-stream" not in request.headers.get("Accept", "") and "after" in request.args
 
 
+class StreamSlots:
+    """Open streams, in all and per client address: each holds a server thread, so both
+    are capped (`SSE_MAX_STREAMS`, `SSE_MAX_PER_CLIENT`) to keep threads for everyone
+    else. A refused stream gets 429 (this client has too many) or 503 (the server has)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._per_client: Counter[str] = Counter()
+
+    def acquire(self, client: str, total_cap: int, per_client_cap: int) -> Callable[[], None]:
+        with self._lock:
+            if self._per_client[client] >= per_client_cap:
+                raise TooManyRequests(
+                    f"this client already has {per_client_cap} open streams",
+                    "close other pages of this server, or retry later",
+                )
+            if self._per_client.total() >= total_cap:
+                raise Unavailable(
+                    f"the server already serves {total_cap} streams", "retry in a few seconds"
+                )
+            self._per_client[client] += 1
+        released = threading.Event()
+
+        def release() -> None:
+            with self._lock:
+                if not released.is_set():
+                    released.set()
+                    self._per_client[client] -= 1
+                    if not self._per_client[client]:
+                        del self._per_client[client]
+
+        return release
+
+    def open(self) -> int:
+        with self._lock:
+            return self._per_client.total()
+
+
+def _slots() -> StreamSlots:
+    slots: StreamSlots = current_app.extensions.setdefault("bubble.streams", StreamSlots())
+    return slots
+
+
 def _sse(gen: Iterator[bytes]) -> Response:
+    cfg = current_app.config
+    release = _slots().acquire(
+        request.remote_addr or "?",
+        int(cfg.get("SSE_MAX_STREAMS") or 48),
+        int(cfg["SSE_MAX_PER_CLIENT"]),
+    )
     # The request context stays alive while streaming, for config and url_for.
-    return Response(
+    resp = Response(
         stream_with_context(gen),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+    # The server calls close() on every response it started, even one never iterated.
+    resp.call_on_close(release)
+    return resp
 
 
 def _wait_loop(
