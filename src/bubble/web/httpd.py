@@ -24,7 +24,9 @@ stays answering with bounded memory on waitress and no new dependency.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -88,7 +90,9 @@ def _with_write_timeout(
 ) -> Callable[[float], None]:
     def run(now: float) -> None:
         maintenance(now)
-        # On the loop's thread, as waitress's own maintenance: closing here is safe.
+        # Runs inside the loop's poll set-up: closing the fd here would hand select() a
+        # closed descriptor (EBADF, measured). Shutting the socket down makes it ready,
+        # and the loop then closes the channel itself, waking a thread blocked on it.
         cutoff = now - timeout
         for channel in list(listener.active_channels.values()):
             if channel.total_outbufs_len and channel.last_activity < cutoff:
@@ -98,6 +102,8 @@ def _with_write_timeout(
                     channel.total_outbufs_len,
                     now - channel.last_activity,
                 )
-                channel.handle_close()
+                channel.will_close = True
+                with contextlib.suppress(OSError):
+                    channel.socket.shutdown(socket.SHUT_RDWR)
 
     return run
