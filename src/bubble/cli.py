@@ -17,7 +17,7 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
                   [--trace-net] [--peek-tx=N] [--timeout S] [--memory SIZE] [--cpu S]
                   [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root]
                   [--events PATH|- | --events-fd N] -- PROG [ARGS...]
-       bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token T]
+       bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token-file F]
        bubble selftest
 """
 
