@@ -10,9 +10,10 @@ grew the server from 126 to 466 MB (issue 13). Here:
 - *write timeout*: a connection with output pending that has neither sent nor received a
   byte for `write_timeout` seconds is closed by the loop; a thread blocked writing to it
   wakes with `ClientDisconnected` and is free again;
-- *bounded buffers*: at most `OUTBUF_RAM` of pending output per connection stays in
-  memory (the rest spills to a temporary file) and the app waits once `OUTBUF_HIGH` is
-  pending, so a stream cannot run ahead of its reader;
+- *bounded buffers*: the app waits once `OUTBUF_HIGH` (1 MiB, not waitress's 16 MiB) is
+  pending, so a stream cannot run ahead of its reader; up to `OUTBUF_RAM` stays in memory
+  (a smaller spill threshold, 256 KiB, sent pending chunks through a temporary file and
+  looked slower in a noisy SSE benchmark, so waitress's default is kept);
 - *stream slots*: SSE streams may hold at most `stream_cap(threads)` threads, leaving the
   rest for pages and the API (the per-client and total caps are in `bubble.web.stream`).
 
@@ -34,7 +35,7 @@ from flask import Flask
 
 log = logging.getLogger("bubble.web")
 
-OUTBUF_RAM = 256 << 10  # pending output kept in memory per connection
+OUTBUF_RAM = 1 << 20  # pending output kept in memory per connection (waitress default)
 OUTBUF_HIGH = 1 << 20  # the app pauses once this much output is pending
 WRITE_TIMEOUT = 30.0  # seconds without progress before a connection with output is closed
 IDLE_TIMEOUT = 60  # seconds an idle keep-alive connection stays open
