@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bubble.web.parse import MAX_JSON_BODY
+from bubble.web.body import MAX_JSON_BODY
 from tests.web.helpers import LiveServer, synthetic_run
 from tests.web.test_web_api import assert_error, nothing_written
 

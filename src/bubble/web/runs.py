@@ -10,8 +10,9 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 from bubble.jobs import schema
 from bubble.jobs.report import list_item, run_report
 from bubble.jobs.service import Jobs
+from bubble.web.body import int_arg, json_body
 from bubble.web.errors import BadRequest, Conflict, NotFound
-from bubble.web.parse import int_arg, json_body, parse_run
+from bubble.web.parse import parse_run
 
 bp = Blueprint("runs", __name__)
 

@@ -25,8 +25,8 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 from bubble.jobs import schema
 from bubble.jobs.output import read_text
 from bubble.jobs.service import Jobs
+from bubble.web.body import int_arg
 from bubble.web.errors import BadRequest, TooManyRequests, Unavailable
-from bubble.web.parse import int_arg
 from bubble.web.runs import describe, get_run_or_404, jobs
 
 bp = Blueprint("stream", __name__)
