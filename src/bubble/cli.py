@@ -19,7 +19,7 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
                   [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root [--keep-caps]]
                   [--policy FILE] [--allow-write DIR]...
                   [--events PATH|- | --events-fd N] -- PROG [ARGS...]
-       bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token T]
+       bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token-file F]
                     [--db-url URL] [--queue-url redis://...]   (all: bubble serve --help)
        bubble worker --queue-url redis://... --db-url URL [--name N] [--concurrency K]
        bubble db upgrade [--db-url URL | --data-dir DIR]

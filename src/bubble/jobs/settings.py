@@ -52,7 +52,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "str", "instance", "SQLite database (unless --db-url) and run working directories"),
     Setting("db_url", "str", None, "SQLAlchemy URL of the store, e.g. postgresql+psycopg://u:p@h/db (default: SQLite in the data dir)"),
     Setting("queue_url", "str", None, "Redis URL of the run queue, e.g. redis://h:6379/0 (serve: none = run in-process)"),
-    Setting("token", "str", None, "access token the web API requires (required off loopback)", (SERVE,)),
+    Setting("token", "str", None, "access token the web API requires (required off loopback; a flag is visible in ps: prefer the variable or --token-file)", (SERVE,)),
+    Setting("token_file", "str", None, "read the access token from this file's first line", (SERVE,)),
+    Setting("write_timeout", "float", 30.0, "close a client that reads nothing for this long (seconds)", (SERVE,)),
     Setting("allow_host", "list", [], "extra Host header name answered (repeatable)", (SERVE,), env=None),
     Setting("threads", "int", 64, "HTTP threads (each live stream holds one)", (SERVE,)),
     Setting("workers", "int", None, "in-process queue: runs at once (default: CPU count)", (SERVE,)),
@@ -69,6 +71,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keepalive_seconds", "float", 15.0, "SSE comment when a stream is idle this long", (SERVE,), flag=False),
     Setting("poll_seconds", "float", None, "a waiting stream re-reads the store at least this often (default 1, 0.2 with a queue)", (SERVE,), flag=False),
     Setting("sse_batch", "int", 1000, "events per store read while a stream catches up", (SERVE,), flag=False),
+    Setting("sse_max_streams", "int", None, "live streams at once, each holding a thread (default: from --threads)", (SERVE,), flag=False),
+    Setting("sse_max_per_client", "int", 8, "live streams at once per client address (a run page opens 2)", (SERVE,), flag=False),
 )
 # fmt: on
 

@@ -12,8 +12,9 @@ from bubble.jobs import schema
 from bubble.jobs.report import list_item, run_report
 from bubble.jobs.service import Jobs
 from bubble.jobs.store import Store
+from bubble.web.body import int_arg, json_body
 from bubble.web.errors import BadRequest, Conflict, NotFound
-from bubble.web.parse import json_body, parse_run
+from bubble.web.parse import parse_run
 
 bp = Blueprint("runs", __name__)
 
@@ -73,12 +74,9 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
 
 @bp.get("/api/runs")
 def list_runs() -> Response:
-    try:
-        limit = int(request.args.get("limit", "20"))
-        before = request.args.get("before")
-        before_num = int(before) if before else None
-    except ValueError:
-        raise BadRequest("limit and before must be whole numbers", "e.g. ?limit=20") from None
+    limit = int_arg(request.args.get("limit"), "limit", 20)
+    before = request.args.get("before")
+    before_num = int_arg(before, "before") if before else None
     if not 1 <= limit <= 200:
         raise BadRequest("limit must be between 1 and 200", "e.g. ?limit=20")
     rows = jobs().store.list_runs(limit, before_num)
