@@ -146,6 +146,21 @@ class RunResult:
         self.stdout = stdout
         self.stderr = stderr
 
+    def launcher_error(self, stderr_path: Path) -> ev.Error | None:
+        """The launcher's own error (exit 125-127 and its `bubble: ...` line) as an event."""
+        if self.returncode not in (125, 126, 127) or self.watchdog_fired:
+            return None
+        line = _bubble_error(stderr_path)
+        if not line:
+            return None
+        message, _, hint = line.partition(" (hint: ")
+        return ev.Error(
+            action="launcher",
+            message=message,
+            hint=hint.removesuffix(")") or "check the command",
+            status=self.returncode,
+        )
+
     def outcome(self, stderr_path: Path) -> dict[str, Any]:
         """The run row's final fields, from the exit event or, failing that, the launcher."""
         exit_ev = self.sink.exit_event or {}
@@ -160,13 +175,12 @@ class RunResult:
             "timed_out": timed_out,
             "ended_at": now_iso(),
         }
-        error = _bubble_error(stderr_path) if self.returncode in (125, 126, 127) else None
+        error = self.launcher_error(stderr_path)
         if timed_out:
             values["status"] = schema.TIMEOUT
         elif error:
-            message, _, hint = error.partition(" (hint: ")
-            values.update(status=schema.FAILED, error=message, exit_code=self.returncode)
-            values["hint"] = hint.removesuffix(")") or "check the command"
+            values.update(status=schema.FAILED, error=error.message, exit_code=self.returncode)
+            values["hint"] = error.hint
         elif self.sink.exit_event:
             values["status"] = schema.COMPLETED
         else:
@@ -231,24 +245,20 @@ def _bubble_error(stderr_path: Path) -> str | None:
     return None
 
 
-def orchestrator_notes(result: RunResult, timeout: float) -> list[dict[str, Any]]:
-    """Events the orchestrator adds after the launcher's: watchdog and capped output."""
-    notes: list[dict[str, Any]] = []
+def orchestrator_notes(
+    result: RunResult, timeout: float, stderr_path: Path
+) -> list[dict[str, Any]]:
+    """Events the orchestrator adds after the launcher's: watchdog, capped output, and the
+    launcher's own error (with its hint) when it could not run the program."""
+    notes: list[ev.Msg | ev.Error] = []
     if result.watchdog_fired:
-        notes.append(
-            {
-                "type": ev.MSG,
-                "action": "orchestrator.watchdog",
-                "message": f"the run overran its {timeout:g}s limit; its process group was killed",
-            }
-        )
+        why = f"the run overran its {timeout:g}s limit; its process group was killed"
+        notes.append(ev.Msg(action="orchestrator.watchdog", message=why))
     for name, pump in (("stdout", result.stdout), ("stderr", result.stderr)):
         if pump.dropped:
-            notes.append(
-                {
-                    "type": ev.MSG,
-                    "action": "orchestrator.output_capped",
-                    "message": f"{name}: kept {pump.kept} bytes, dropped {pump.dropped}",
-                }
-            )
-    return notes
+            capped = f"{name}: kept {pump.kept} bytes, dropped {pump.dropped}"
+            notes.append(ev.Msg(action="orchestrator.output_capped", message=capped))
+    error = result.launcher_error(stderr_path)
+    if error is not None:
+        notes.append(error)
+    return [ev.as_dict(note) for note in notes]

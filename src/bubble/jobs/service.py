@@ -168,12 +168,10 @@ class Jobs:
         try:
             arts: list[dict[str, Any]] = []
             changes = fsdiff.diff(workdir, before, rundir / "drops", new_id)
-            extra = orchestrator_notes(result, run["timeout"])
+            extra = orchestrator_notes(result, run["timeout"], rundir / "stderr.txt")
             if changes.files or changes.modified or changes.deleted:
-                extra.append(
-                    {"type": ev.FS_DROP, "cwd": str(workdir), "count": len(changes.files)}
-                    | changes.as_dict()
-                )
+                drop = ev.Drop(cwd=str(workdir), count=len(changes.files), **changes.as_dict())
+                extra.append(ev.as_dict(drop))
             for item, path in changes.copies:
                 item["artifact_id"] = path.name
                 arts.append(self._artifact(run_id, "dropped", item["name"], path, item["sha256"]))
@@ -224,7 +222,7 @@ class Jobs:
             sink = EventSink(self.store, self.hub, run_id, rundir / "events.ndjson")
             sink.seq = state[1]
             try:
-                sink.add([{"type": ev.MSG, "action": "orchestrator.interrupted", "message": why}])
+                sink.add([ev.as_dict(ev.Msg(action="orchestrator.interrupted", message=why))])
             finally:
                 sink.close()
         self.store.update_run(

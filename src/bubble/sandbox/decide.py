@@ -183,9 +183,13 @@ def decide(
     if category == "exec":
         argv = ctx.pop("argv", None)
         exe = ctx.get("path", "")
-        return Decision(
-            CONTINUE, events.Spawn(pid=pid, exe=exe, argv=argv, syscall=row.name, syscall_no=nr)
+        # The parent from /proc (one small read per exec, not per call): the report's tree
+        # is built from spawn and end events alone.
+        ppid = status_kb(pid, "PPid")
+        spawn = events.Spawn(
+            pid=pid, exe=exe, argv=argv, ppid=ppid, syscall=row.name, syscall_no=nr
         )
+        return Decision(CONTINUE, spawn)
     if row.name == "ioctl" and args[1] & 0xFFFFFFFF not in TTY_IOCTLS:
         # Decided on the request register: inode flags are a filesystem mutation.
         return decide_fs(row, nr, pid, ctx, policy, None)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from bubble import events
 from bubble.policy import Policy
-from bubble.sandbox import _abi, child, keeper, landlock, tree
+from bubble.sandbox import _abi, child, keeper, landlock, lifecycle, tree
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open, prctl
 from bubble.sandbox.limits import Monitor, OutputPump, which_limit
 from bubble.sandbox.supervisor import Supervisor
@@ -72,6 +72,7 @@ class Session:
         self.monitor = Monitor(policy)
         self.pump = OutputPump(policy.max_output) if policy.max_output else None
         self.notes: list[str] = []
+        self.lifecycle: lifecycle.Lifecycle | None = None
 
     # -- callbacks from the supervisor loop -------------------------------------------------
     def next_due(self) -> float | None:
@@ -226,13 +227,18 @@ class Session:
             cgroup=bool(self.cgroups and "memory" in self.cgroups.dirs),
         )
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        self.lifecycle = _open_lifecycle(self.writer, self.notes)
         ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())
+        if self.lifecycle:
+            ours += (self.lifecycle.fileno(),)
         started = time.monotonic()
         self.keeper_pid = keeper.start(plan, report_w, ours)
         for fd in (ready_w, go_r, err_w, report_w):
             os.close(fd)
         line = _read_line(report_r).split()
         pid = self.child_pid = int(line[1]) if line[:1] == ["pid"] else 0
+        if self.lifecycle:
+            self.lifecycle.start(self.keeper_pid, frozenset({pid}))
         if self.cgroups and pid:
             self.cgroups.add(pid)  # before "go": the target starts inside its limits
         if not policy.pidns:  # under --pidns our child is the namespace's keeper, not the target
@@ -253,6 +259,8 @@ class Session:
                     os.rmdir(fallback)
             if self.cgroups:
                 self.cgroups.remove()
+            if self.lifecycle:
+                self.lifecycle.sock.close()
 
     def _drain_keeper(self, report_r: int) -> None:
         """The keeper has exited: what it still had to say ends in end of file."""
@@ -323,6 +331,8 @@ class Session:
         }
         for fd in self.pump.sinks if self.pump else ():
             watch[fd] = functools.partial(self.on_output, fd)
+        if self.lifecycle:
+            watch[self.lifecycle.fileno()] = self.lifecycle.on_readable
         os.write(go_w, b"G")
         try:
             sup.serve(watch, self.next_due, self.on_timeout)
@@ -335,6 +345,8 @@ class Session:
         self.on_child_message_nonblocking(err_r)
         self._drain_keeper(report_r)
         self._drain_output()
+        if self.lifecycle:
+            self.lifecycle.finish()  # every process.end before the root's process.exit
         return self._finish(started, sup)
 
     def _drain_output(self) -> None:
@@ -400,6 +412,15 @@ class Session:
                 old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
                 os.tcsetpgrp(0, os.getpgrp())
                 signal.signal(signal.SIGTTOU, old)
+
+
+def _open_lifecycle(writer: events.EventWriter, notes: list[str]) -> lifecycle.Lifecycle | None:
+    """The process-events listener, or None with a note saying why there is none."""
+    sock, why = lifecycle.open_listener()
+    if sock is None:
+        notes.append(why or "process.end events unavailable")
+        return None
+    return lifecycle.Lifecycle(sock, writer)
 
 
 def _private_dir(parent: str, prefix: str) -> str:
