@@ -228,18 +228,35 @@ class EventWriter:
     event at once. Writes block rather than drop: an event is never lost.
     """
 
-    def __init__(self, fd: int, limit: int = 1 << 16) -> None:
+    def __init__(
+        self, fd: int, limit: int = 1 << 16, *, text: bool | None = None, tee: int | None = None
+    ) -> None:
+        """`text`: write a readable line per event instead of NDJSON (True: in colour);
+        `tee`: a second descriptor that gets the NDJSON (for the report at the end)."""
         self.fd = fd
         self.seq = 0
         self.clock = Clock()
         self._parts: list[str] = []
+        self._tee_parts: list[str] = []
         self._size = 0
         self._limit = limit
         self.broken = False
+        self.text = text
+        self.tee = tee
 
     def emit(self, event: Event) -> int:
         self.seq += 1
-        line = serialise(event, self.seq, self.clock.now())
+        ts = self.clock.now()
+        line = serialise(event, self.seq, ts)
+        if self.text is not None:
+            from bubble.eventline import line as text_line
+
+            fields_ = {"seq": self.seq, "ts": ts}
+            fields_ |= {n: getattr(event, n) for n in _FIELD_NAMES[type(event)]}
+            self._tee_parts.append(line)
+            line = text_line(fields_, self.text)
+        elif self.tee is not None:
+            self._tee_parts.append(line)
         self._parts.append(line)
         self._size += len(line)
         if self._size >= self._limit:
@@ -247,6 +264,12 @@ class EventWriter:
         return self.seq
 
     def flush(self) -> None:
+        if self._tee_parts and self.tee is not None:
+            tee = "".join(self._tee_parts).encode("utf-8", "backslashreplace")
+            self._tee_parts.clear()
+            with contextlib.suppress(OSError):  # a full disk loses the report, never events
+                while tee:
+                    tee = tee[os.write(self.tee, tee) :]
         if not self._parts:
             return
         if self.broken:

@@ -51,12 +51,13 @@ class Session:
         events_fd: int,
         path: str,
         user: tuple[int | None, int | None, str | None],
+        sink: tuple[bool | None, int | None] = (None, None),
     ) -> None:
         self.policy = policy
         self.argv = argv
         self.path = path
         self.uid, self.gid, self.user = user
-        self.writer = events.EventWriter(events_fd)
+        self.writer = events.EventWriter(events_fd, text=sink[0], tee=sink[1])
         self.child_pid = 0
         self.deadline: float | None = None
         self.timed_out = False
