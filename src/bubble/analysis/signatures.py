@@ -168,7 +168,8 @@ def _load_file(path: Path, pipe: Any, out: RuleSet) -> None:
     try:
         text = path.read_text(encoding="utf-8")
         collection = SigmaCollection.from_yaml(text, collect_errors=True)
-    except (OSError, UnicodeDecodeError, SigmaError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - a user's file may break the YAML or pySigma
+        # parser in any way (yaml.YAMLError, TypeError on odd shapes): report it, go on.
         out.errors.append({"file": str(path), "reason": _reason(err)})
         return
     for problem in collection.errors:
@@ -189,7 +190,7 @@ def _load_file(path: Path, pipe: Any, out: RuleSet) -> None:
             pipe.apply(rule)
             trees = [c.parsed for c in rule.detection.parsed_condition]
             preds = [compile_condition(t) for t in trees]
-        except (SigmaError, Unsupported, ValueError, KeyError, re.error) as err:
+        except (SigmaError, Unsupported, ValueError, KeyError, TypeError, re.error) as err:
             out.errors.append({"file": str(path), "reason": _reason(err)})
             continue
         out.rules.append(
