@@ -117,7 +117,10 @@ def test_denied_and_performed_attempts_both_match_and_say_which(ruleset):
     done = run_rules(ruleset, [fs("openat", "/etc/cron.d/a", flags=W, allowed=True)])
     both = run_rules(
         ruleset,
-        [fs("openat", "/etc/cron.d/a", flags=W), fs("openat", "/etc/cron.d/b", flags=W, allowed=True)],
+        [
+            fs("openat", "/etc/cron.d/a", flags=W),
+            fs("openat", "/etc/cron.d/b", flags=W, allowed=True),
+        ],
     )
     assert denied["outcome"] == "denied" and denied["denied"] == 1
     assert done["cron_write"]["outcome"] == "performed"

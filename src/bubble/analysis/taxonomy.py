@@ -173,7 +173,7 @@ def records(
         elif category == "net":
             if event.get("dns_name"):
                 yield seq, "dns_query", base | _dns(event)
-            if event.get("family_name") in _IP_FAMILIES and "port" in event:
+            if _s(event.get("family_name")) in _IP_FAMILIES and "port" in event:
                 yield (
                     seq,
                     "network_connection",
@@ -186,6 +186,10 @@ def records(
                         "initiated": "true",
                     },
                 )
+
+
+def _s(v: Any) -> str:
+    return v if isinstance(v, str) else ""
 
 
 def _dns(event: dict[str, Any]) -> dict[str, Any]:
