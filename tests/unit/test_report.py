@@ -134,7 +134,7 @@ event = st.fixed_dictionaries(
         ),
         "category": st.sampled_from(["fs", "net", "sys"]),
         "mode": st.integers(0, 0o7777) | values,
-    },  # fmt: skip
+    },
 )
 
 
