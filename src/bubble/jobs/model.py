@@ -34,6 +34,7 @@ class JobsConfig:
     api_url: str | None = None  # BUBBLE_API
     python: str = sys.executable
     target_path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH given to the target
+    rules_dirs: tuple[str, ...] = ()  # the user's Sigma rule folders, for behaviour reports
 
     @property
     def database_url(self) -> str:

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "KEEPALIVE_SECONDS": 15.0,  # SSE comment when a stream is idle this long
     "POLL_SECONDS": 1.0,  # a waiting stream re-reads the store at least this often
     "SSE_BATCH": 1000,  # events per store read while catching up
+    "RULES": None,  # Sigma rule folders for behaviour reports (default: $BUBBLE_RULES, ':')
 }
 
 
@@ -49,6 +50,9 @@ def _jobs_config(cfg: Mapping[str, Any]) -> JobsConfig:
         max_upload=int(cfg["MAX_UPLOAD"]),
         max_queue=int(cfg["MAX_QUEUE"]),
         api_url=cfg["BUBBLE_API"] or os.environ.get("BUBBLE_API") or None,
+        rules_dirs=tuple(
+            cfg["RULES"] or [d for d in os.environ.get("BUBBLE_RULES", "").split(":") if d]
+        ),
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 
+from bubble.jobs import behaviour
 from bubble.jobs.report import list_item, run_report
 from bubble.jobs.service import Jobs
 from bubble.web.errors import BadRequest, NotFound
@@ -112,6 +113,24 @@ def artifact(run_id: str, artifact_id: str) -> Response:
         as_attachment=True,
         download_name=name,
         max_age=0,
+    )
+
+
+@bp.get("/api/runs/<run_id>/report")
+def behaviour_report(run_id: str) -> Response:
+    """The behaviour report (JSON), or `?format=ecs`: one ECS document per event, as a
+    download. Computed from the stored events by the module `bubble report` uses."""
+    run = get_run_or_404(run_id)
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "ecs"):
+        raise BadRequest(f"format {fmt!r} is not offered", "use ?format=json or ?format=ecs")
+    events, rep = behaviour.build(jobs().store, run, jobs().cfg.rules_dirs)
+    if fmt == "json":
+        return jsonify(rep)
+    return Response(
+        behaviour.ecs_lines(events, rep),
+        mimetype="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}.ecs.ndjson"'},
     )
 
 

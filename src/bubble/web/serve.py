@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-timeout", type=float, default=300.0, help="cap for a run's timeout")
     p.add_argument("--max-upload", default="64M", help="upload size limit (default 64M)")
     p.add_argument("--db-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
+    p.add_argument("--rules", action="append", default=[], help="folder of Sigma rules for reports")
     return p
 
 
@@ -77,6 +78,7 @@ def main(argv: list[str]) -> int:
         "MAX_UPLOAD": parse_size("--max-upload", args.max_upload),
         "TOKEN": token,
         "ALLOWED_HOSTS": _allowed_hosts(args.host, args.allow_host),
+        "RULES": args.rules or None,
     }
     app = create_app(config)
     from waitress import create_server
