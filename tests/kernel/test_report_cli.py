@@ -6,66 +6,22 @@ from __future__ import annotations
 import json
 import os
 import pty
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
+from tests import behaviour_sample
 from tests.conftest import AS_ROOT
 
 pytestmark = pytest.mark.skipif(not AS_ROOT, reason="process.end and the sample need root")
 
-SAMPLE = """#!/bin/sh
-echo "ssh-ed25519 AAAA attacker" >> {home}/.ssh/authorized_keys
-echo "* * * * * root /tmp/x" > /etc/cron.d/bubble-test-x
-chmod 777 /etc/passwd
-rm -f {log}
-python3 -c "import socket,sys; s=socket.socket(); s.connect(('127.0.0.1', int(sys.argv[1])))" {port}
-sh -c 'kill -SEGV $$'
-exit 0
-"""
-WANT = {"T1098.004", "T1053.003", "T1222.002", "T1070.002"}
-
 
 @pytest.fixture
 def sample():
-    """The sample script, a victim log file, and a loopback listener that counts connections."""
-    d = Path(tempfile.mkdtemp(prefix="bubble-sample-", dir="/tmp"))  # nobody must reach it
-    os.chmod(d, 0o755)
-    log = Path("/var/log") / f"bubble-test-{os.getpid()}.log"
-    log.write_text("keep me\n")
-    passwd = os.stat("/etc/passwd").st_mode
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[int] = []
-
-    def accept():
-        try:
-            conn, _ = listener.accept()
-            accepted.append(1)
-            conn.close()
-        except OSError:
-            pass
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    port = listener.getsockname()[1]
-    script = d / "sample.sh"
-    script.write_text(SAMPLE.format(home=d, log=log, port=port))
-    os.chmod(script, 0o755)
-    try:
-        yield script, log, port, accepted
-    finally:
-        listener.close()
-        log.unlink(missing_ok=True)
-        shutil.rmtree(d, ignore_errors=True)
-        # Nothing reached the host: the denials were real.
-        assert os.stat("/etc/passwd").st_mode == passwd
-        assert not Path("/etc/cron.d/bubble-test-x").exists()
+    with behaviour_sample.sample() as s:
+        yield s
 
 
 def bubble(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -75,38 +31,34 @@ def bubble(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def test_done_when_sample_through_run_report_and_bubble_report(sample, tmp_path):
-    script, log, port, accepted = sample
     events, rep_path = tmp_path / "ev.ndjson", tmp_path / "report.json"
     flags = ["--notify-exec", "--deny-net=0", "--trace-net", "--report", str(rep_path)]
-    r = bubble("run", "--events", str(events), *flags, "--", str(script))
+    r = bubble("run", "--events", str(events), *flags, "--", str(sample.script))
     assert r.returncode == 0, r.stderr
-    assert log.read_text() == "keep me\n" and accepted == [1]
+    assert sample.accepted == [1]
     written = json.loads(rep_path.read_text())
     printed = json.loads(bubble("report", str(events)).stdout)
     for rep in (written, printed):
-        procs = []
-        todo = list(rep["processes"])
-        while todo:
-            n = todo.pop()
-            procs.append(n)
-            todo += n["children"]
+        procs = behaviour_sample.all_processes(rep)
         assert len(procs) == 5
         assert any(n["signal_name"] == "SIGSEGV" for n in procs)
         paths = {f["path"] for f in rep["files"]["mutations"]}
-        assert {str(script.parent / ".ssh/authorized_keys"), "/etc/cron.d/bubble-test-x",
-                "/etc/passwd", str(log)} <= paths  # fmt: skip
-        assert [(e["peer"], e["port"]) for e in rep["network"]["endpoints"]] == [
-            ("127.0.0.1", port)
-        ]
+        home = sample.script.parent
+        want = {
+            str(home / ".ssh/authorized_keys"),
+            str(sample.cron),
+            "/etc/passwd",
+            str(sample.log),
+        }
+        assert want <= paths
+        endpoints = [(e["peer"], e["port"]) for e in rep["network"]["endpoints"]]
+        assert endpoints == [("127.0.0.1", sample.port)]
         hits = {a: s["events"] for s in rep["signatures"] for a in s["attack"]}
-        assert set(hits) >= WANT and all(hits[a] for a in WANT)
-    ecs_docs = [
-        json.loads(x) for x in bubble("report", str(events), "--format", "ecs").stdout.splitlines()
-    ]
-    techniques = {
-        t for d in ecs_docs for t in d.get("threat", {}).get("technique", {}).get("id", [])
-    }
-    assert techniques >= WANT
+        assert set(hits) >= behaviour_sample.ATTACK
+    ecs = bubble("report", str(events), "--format", "ecs").stdout.splitlines()
+    docs = [json.loads(x) for x in ecs]
+    techniques = {t for d in docs for t in d.get("threat", {}).get("technique", {}).get("id", [])}
+    assert techniques >= behaviour_sample.ATTACK
     text = bubble("report", str(events), "--format=text").stdout
     assert "killed by SIGSEGV" in text and "Log file deleted [T1070.002]" in text
 

@@ -5,10 +5,6 @@ end through a real `bubble serve`."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +17,7 @@ from bubble.analysis import report
 from bubble.jobs import schema
 from bubble.jobs.ingest import EventSink
 from bubble.jobs.store import new_id, now_iso
+from tests import behaviour_sample
 from tests.conftest import AS_ROOT
 from tests.web.helpers import ServeProcess, jobs_of, wait_done
 
@@ -43,7 +40,7 @@ def stored_run(app: Flask, events: list[dict]) -> str:
             "timeout": 8.0,
             "timed_out": False,
             "last_seq": 0,
-        }  # fmt: skip
+        }
     )
     sink = EventSink(jobs.store, jobs.hub, run_id, jobs.run_dir(run_id) / "events.ndjson")
     try:
@@ -110,16 +107,6 @@ def test_user_rules_setting_reaches_the_report(data_dir: Path, tmp_path: Path) -
         shutdown(app)
 
 
-SAMPLE = """#!/bin/sh
-echo "ssh-ed25519 AAAA attacker" >> {home}/.ssh/authorized_keys
-echo "* * * * * root /tmp/x" > /etc/cron.d/bubble-web-x
-chmod 777 /etc/passwd
-rm -f {log}
-python3 -c "import socket,sys; s=socket.socket(); s.connect(('127.0.0.1', int(sys.argv[1])))" {port}
-sh -c 'kill -SEGV $$'
-"""
-
-
 @pytest.fixture
 def served(data_dir: Path) -> Iterator[ServeProcess]:
     server = ServeProcess(data_dir)
@@ -130,32 +117,16 @@ def served(data_dir: Path) -> Iterator[ServeProcess]:
 @pytest.mark.usefixtures("engine")
 @pytest.mark.skipif(not AS_ROOT, reason="process.end needs root (the process connector)")
 def test_done_when_sample_through_the_web_api(served: ServeProcess) -> None:
-    d = Path(tempfile.mkdtemp(prefix="bubble-web-sample-", dir="/tmp"))
-    os.chmod(d, 0o755)
-    log = Path("/var/log") / f"bubble-web-{os.getpid()}.log"
-    log.write_text("keep\n")
-    srv = socket.create_server(("127.0.0.1", 0))
-    try:
-        script = d / "sample.sh"
-        script.write_text(SAMPLE.format(home=d, log=log, port=srv.getsockname()[1]))
-        os.chmod(script, 0o755)
-        body = {"cmd": [str(script)], "permissions": {"network": True}, "trace_net": True}
+    with behaviour_sample.sample() as sample:
+        body = {"cmd": [str(sample.script)], "permissions": {"network": True}, "trace_net": True}
         resp = requests.post(f"{served.url}/api/runs", json=body, timeout=10)
         run_id = resp.json()["id"]
         wait_done(served.url, run_id)
         rep = requests.get(f"{served.url}/api/runs/{run_id}/report", timeout=30).json()
-        assert log.read_text() == "keep\n"
-    finally:
-        srv.close()
-        log.unlink(missing_ok=True)
-        shutil.rmtree(d, ignore_errors=True)
-    nodes, todo = [], list(rep["processes"])
-    while todo:
-        nodes.append(todo.pop())
-        todo += nodes[-1]["children"]
+    nodes = behaviour_sample.all_processes(rep)
     assert any(n["signal_name"] == "SIGSEGV" for n in nodes) and len(nodes) == 5
     hits = {a: s["events"] for s in rep["signatures"] for a in s["attack"]}
-    assert {"T1098.004", "T1053.003", "T1222.002", "T1070.002"} <= set(hits)
+    assert set(hits) >= behaviour_sample.ATTACK
     assert rep["network"]["endpoints"][0]["peer"] == "127.0.0.1"
     ecs = requests.get(f"{served.url}/api/runs/{run_id}/report?format=ecs", timeout=30)
     assert ecs.headers["Content-Disposition"].startswith("attachment;")
