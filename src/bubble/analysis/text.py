@@ -96,6 +96,7 @@ def _process_line(node: dict[str, Any]) -> str:
         end = f"exit {node['exit_code']}"
     else:
         end = "end not seen"
-    alerts = f", {node['alerts']} signature hits" if node.get("alerts") else ""
+    n = node.get("alerts") or 0
+    alerts = f", {n} signature hit{'s' if n > 1 else ''}" if n else ""
     denied = f", {node['denied']} denied" if node.get("denied") else ""
     return f"[{node['pid']}] {safe(shlex.join(argv))[:200]} — {end}{denied}{alerts}"
