@@ -30,11 +30,13 @@ def events(n: int) -> list[dict]:
     for i in range(2, n + 1):
         k = i % 10
         if k == 0:
-            e = {"type": "process.spawn", "pid": i, "exe": "/tmp/p" if i % 20 else "/usr/bin/curl",
-                 "argv": ["curl", "-o", "/tmp/x", "http://h/"], "ppid": 1, "syscall": "execve"}  # fmt: skip
+            exe = "/tmp/p" if i % 20 else "/usr/bin/curl"
+            argv = ["curl", "-o", "/tmp/x", "http://h/"]
+            e = {"type": "process.spawn", "pid": i, "exe": exe, "argv": argv, "ppid": 1}
         elif k == 1:
+            port = 4444 if i % 7 == 0 else 80
             e = {"type": "net.connect", "pid": 2, "category": "net", "syscall": "connect",
-                 "peer": "127.0.0.1", "port": 4444 if i % 7 == 0 else 80, "family_name": "AF_INET"}  # fmt: skip
+                 "peer": "127.0.0.1", "port": port, "family_name": "AF_INET"}  # fmt: skip
         elif k == 2:
             e = {"type": "policy.alert", "pid": 2, "category": "sys", "syscall": "ptrace"}
         else:
@@ -79,7 +81,11 @@ def sqlite(queries, cols, evs: list[dict]) -> dict[str, list[int]]:
     db.executemany(f"INSERT INTO logs VALUES ({marks})", rows)
     out: dict[str, list[int]] = {}
     for rule_id, source, sql in queries:
-        scoped = sql.replace("SELECT * FROM logs", "SELECT DISTINCT seq FROM (SELECT * FROM logs WHERE source = ?)", 1)
+        scoped = sql.replace(
+            "SELECT * FROM logs",
+            "SELECT DISTINCT seq FROM (SELECT * FROM logs WHERE source = ?)",
+            1,
+        )
         seqs = [r[0] for r in db.execute(scoped + " ORDER BY seq", (source,))]
         if seqs:
             out[rule_id] = seqs
@@ -102,7 +108,10 @@ def timed(fn, *args):
 def main(sizes: list[int]) -> None:
     t_load, rs = timed(signatures.load)
     t_sql, (queries, cols) = timed(sql_setup)
-    print(f"set-up: matcher (parse + compile) {t_load * 1000:.0f} ms; SQLite backend (parse + convert) {t_sql * 1000:.0f} ms")
+    print(
+        f"set-up: matcher (parse + compile) {t_load * 1000:.0f} ms; "
+        f"SQLite backend (parse + convert) {t_sql * 1000:.0f} ms"
+    )
     print("events   matcher ms   sqlite ms   ratio")
     for n in sizes:
         evs = events(n)
