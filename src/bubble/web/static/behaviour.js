@@ -8,6 +8,7 @@ import { $, clear, el, fmtInt } from "./dom.js";
 const DONE = new Set(["completed", "timeout", "failed", "interrupted"]);
 const SEV_ORDER = ["critical", "high", "medium", "low", "informational"];
 const MAX_ROWS = 200;
+const AUTO_LIMIT = 20000; // events: beyond this the report waits for a click
 
 function endText(node) {
   if (node.signal != null) {
@@ -145,14 +146,37 @@ async function refresh() {
   if (!DONE.has(state) || key === shown) return;
   shown = key;
   clear(box);
+  try {
+    // A very large run is analysed on request: the report reads every event.
+    const rec = await getJSON(`/api/runs/${runId}`);
+    const n = rec.counts?.events ?? 0;
+    if (n > AUTO_LIMIT) {
+      box.append(el("button", {
+        type: "button", class: "btn small", id: "behaviour-load",
+        on: { click: () => load(box, runId, key) },
+      }, `Analyse ${fmtInt(n)} events`));
+      return;
+    }
+    await load(box, runId, key);
+  } catch (err) {
+    showError(box, err);
+  }
+}
+
+async function load(box, runId, key) {
+  clear(box);
   box.append(el("p", { class: "muted" }, "Analysing the run…"));
   try {
     const rep = await getJSON(`/api/runs/${runId}/report`);
     if (shown === key) renderBehaviour(box, rep, runId);
   } catch (err) {
-    clear(box);
-    box.append(el("p", { class: "error" }, err.message, err.hint ? ` — ${err.hint}` : ""));
+    showError(box, err);
   }
+}
+
+function showError(box, err) {
+  clear(box);
+  box.append(el("p", { class: "error" }, err.message, err.hint ? ` — ${err.hint}` : ""));
 }
 
 const target = $("summary-body");
