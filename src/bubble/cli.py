@@ -16,14 +16,24 @@ USAGE = """\
 usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--diagnose]
                   [--trace-net] [--peek-tx=N] [--timeout S] [--memory SIZE] [--cpu S]
                   [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root]
+                  [--policy FILE] [--allow-write DIR]...
                   [--events PATH|- | --events-fd N] [--events-format ndjson|text]
                   [--report PATH] -- PROG [ARGS...]
        bubble report EVENTS.ndjson [--format json|ecs|text] [--rules DIR]
        bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token T]
+       bubble policy suggest EVENTS.ndjson [--broad] [--api URL]
+       bubble diff A B [--format text|json] [--api URL]
        bubble selftest
 """
 
-_VALUE_KINDS = ("int", "seconds", "size", "str")
+_VALUE_KINDS = ("int", "seconds", "size", "str", "list")
+
+
+_OWN_VALUES = ("--events", "--events-fd", "--policy", "--events-format", "--report")
+
+
+def _merged(old: object, items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*(old if isinstance(old, tuple) else ()), *items)))
 
 
 class RunArgs:
@@ -36,9 +46,6 @@ class RunArgs:
         self.events_fd = events_fd
         self.events_format: str | None = None  # None: text at a terminal, NDJSON elsewhere
         self.report: str | None = None
-
-
-_OWN_VALUES = ("--events", "--events-fd", "--events-format", "--report")
 
 
 def parse_run(args: list[str]) -> RunArgs:
@@ -68,11 +75,17 @@ def parse_run(args: list[str]) -> RunArgs:
                 events = text
             elif flag == "--events-fd":
                 events_fd = convert(flag, "int", text)
+            elif flag == "--policy":
+                from bubble import scopes
+
+                for name, items in scopes.load(text).items():
+                    values[name] = _merged(values.get(name), items)
             elif flag in _OWN_VALUES:
                 own[flag] = text
             else:
                 name, kind = FLAGS[flag]
-                values[name] = convert(flag, kind, text)
+                value = convert(flag, kind, text)
+                values[name] = _merged(values.get(name), (value,)) if kind == "list" else value
         elif flag in FLAGS:
             name, kind = FLAGS[flag]
             if kind == "switch":
@@ -166,6 +179,14 @@ def main(argv: list[str] | None = None) -> int:
             from bubble.web.serve import main as serve_main
 
             return serve_main(rest)
+        if command == "policy":
+            from bubble.cli_policy import suggest_main
+
+            return suggest_main(rest)
+        if command == "diff":
+            from bubble.cli_policy import diff_main
+
+            return diff_main(rest)
         if command == "selftest":
             from bubble.sandbox.selftest import main as selftest_main
 
@@ -184,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except BubbleError as err:
         if err.message == "help requested":
-            sys.stdout.write(USAGE)
+            sys.stdout.write((err.hint or USAGE).rstrip() + "\n")
             return 0
         sys.stderr.write(f"bubble: {err}\n")
         return err.exit_code

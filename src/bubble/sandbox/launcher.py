@@ -77,6 +77,10 @@ def launch(
     lines instead of NDJSON (True: in colour), and a descriptor for a copy of the NDJSON."""
     from bubble.sandbox.session import Session
 
+    for scope in policy.write:
+        if not os.path.exists(scope):
+            raise UsageError(f"write scope {scope} does not exist", f"create it: mkdir -p {scope}")
+
     return Session(
         policy,
         argv,
