@@ -52,7 +52,7 @@ def _label(e: dict) -> str:
 def _detail(e: dict) -> list[str]:
     etype = e.get("type")
     if etype == "process.spawn":
-        argv = e.get("argv") or [e.get("exe", "")]
+        argv = e["argv"] if isinstance(e.get("argv"), list) else [e.get("exe", "")]
         return [" ".join(safe(a) for a in argv)]
     if etype in ("process.end", "process.exit"):
         if e.get("signal") is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from bubble import events as ev
 from bubble.analysis import taxonomy
+from bubble.analysis.tree import strs
 
 ECS_VERSION = "8.11.0"
 
@@ -107,7 +108,7 @@ def _process(doc: dict[str, Any], e: dict[str, Any]) -> None:
     _put(doc, "process.parent.pid", _int(e.get("ppid")))
     if e["type"] == ev.SPAWN:
         exe = _str(e.get("exe"))
-        argv = [a for a in e.get("argv") or () if isinstance(a, str)]
+        argv = strs(e.get("argv"))
         _put(doc, "process.executable", exe)
         _put(doc, "process.name", posixpath.basename(exe) if exe else None)
         _put(doc, "process.args", argv)

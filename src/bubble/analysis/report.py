@@ -16,7 +16,7 @@ from typing import Any
 
 from bubble import events as ev
 from bubble.analysis import signatures, taxonomy
-from bubble.analysis.tree import build_tree
+from bubble.analysis.tree import build_tree, strs
 
 VERSION = 1
 EVIDENCE_CAP = 50  # seqs kept per aggregated row: enough to find the events, bounded
@@ -96,7 +96,7 @@ def _run(events: list[dict[str, Any]], given: dict[str, Any]) -> dict[str, Any]:
     start = next((e for e in events if e.get("action") == "launcher.start"), {})
     end: dict[str, Any] = next((e for e in reversed(events) if e["type"] == ev.EXIT), {})
     errors = [e for e in events if e["type"] == ev.ERROR]
-    argv = [a for a in start.get("argv") or () if isinstance(a, str)]
+    argv = strs(start.get("argv"))
     out: dict[str, Any] = {
         "command": given.get("command") or argv,
         "command_line": given.get("command_line") or shlex.join(argv),

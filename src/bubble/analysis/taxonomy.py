@@ -12,6 +12,8 @@ import shlex
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from bubble.analysis.tree import strs
+
 # log source (category or service) -> Sigma field -> Bubble record key.
 FIELDS: dict[str, dict[str, str]] = {
     "process_creation": {
@@ -132,7 +134,7 @@ def records(
         pid: int = event["pid"] if isinstance(event.get("pid"), int) else 0
         base = {"outcome": _outcome(event), "pid": pid, "exe": exe_of.get(pid, "")}
         if etype == "process.spawn":
-            argv = [a for a in event.get("argv") or () if isinstance(a, str)]
+            argv = strs(event.get("argv"))
             user = event.get("user") if event.get("action") == "launcher.start" else user
             ppid: int = event["ppid"] if isinstance(event.get("ppid"), int) else 0
             yield (

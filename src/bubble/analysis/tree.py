@@ -18,6 +18,11 @@ def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+def strs(v: Any) -> list[str]:
+    """The strings of a list field (argv); anything else is no list at all."""
+    return [a for a in v if isinstance(a, str)] if isinstance(v, list) else []
+
+
 def _node(pid: int, seq: int, ts: Any) -> dict[str, Any]:
     return {
         "pid": pid,
@@ -67,7 +72,7 @@ def build_tree(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
 
 def _spawn(node: dict[str, Any], e: dict[str, Any]) -> None:
     exe = e.get("exe") if isinstance(e.get("exe"), str) else None
-    argv = [a for a in e.get("argv") or () if isinstance(a, str)] or None
+    argv = strs(e.get("argv")) or None
     if exe is not None:
         node["exe"] = exe
     if argv is not None:
