@@ -13,7 +13,13 @@ import os
 
 _RESET = "\x1b[0m"
 _COLOURS = {"DENIED": "\x1b[1;31m", "ALLOWED": "\x1b[33m", "SPAWN": "\x1b[36m"}
-_COLOURS |= {"END": "\x1b[2m", "EXIT": "\x1b[1m", "NOTE": "\x1b[2m", "ERROR": "\x1b[1;31m"}
+_COLOURS |= {
+    "HELD": "\x1b[1;35m",
+    "END": "\x1b[2m",
+    "EXIT": "\x1b[1m",
+    "NOTE": "\x1b[2m",
+    "ERROR": "\x1b[1;31m",
+}
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
 
@@ -36,6 +42,8 @@ def _label(e: dict) -> str:
     etype = e.get("type")
     if etype == "policy.alert":
         return "DENIED"
+    if etype == "policy.ask":
+        return "HELD"
     if etype == "process.spawn":
         return "SPAWN"
     if etype == "process.end":
