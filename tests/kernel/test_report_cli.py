@@ -130,3 +130,17 @@ def test_pipes_and_files_keep_ndjson_unless_forced(tmp_path):
     assert r.stderr.startswith("SPAWN") and "\x1b[" not in r.stderr
     r = bubble("run", "--events-format", "yaml", "--", "/bin/true")
     assert r.returncode == 125 and "ndjson or text" in r.stderr
+
+
+def test_report_without_pysigma_still_reports_and_says_why():
+    """Debian's interpreter has no pySigma: the report loses its signatures, nothing else."""
+    fixture = Path(__file__).resolve().parents[1] / "unit" / "fixtures" / "behaviour.ndjson"
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    r = subprocess.run(
+        ["/usr/bin/python3", "-m", "bubble", "report", str(fixture)],
+        capture_output=True, text=True, timeout=60, env={"PYTHONPATH": src, "PATH": "/usr/bin"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["signatures"] == [] and rep["counts"]["processes"] == 5
+    assert "pySigma is not installed" in rep["rule_errors"][0]["reason"]

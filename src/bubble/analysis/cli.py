@@ -102,3 +102,8 @@ def after_run(events_path: str, report_path: str | None, summary_fd: int | None)
             os.write(summary_fd, ("\n" + text.summary(rep)).encode("utf-8", "replace"))
     except OSError as err:
         sys.stderr.write(f"bubble: cannot write the report: {err} (hint: check --report)\n")
+    except Exception as err:  # noqa: BLE001 - the run's exit status must stay the target's
+        sys.stderr.write(
+            f"bubble: the behaviour report failed: {err!r} (hint: run `bubble report` on the "
+            "events to see why, and report it)\n"
+        )

@@ -147,6 +147,12 @@ def compile_condition(node: Any) -> Predicate:
 def load(dirs: Iterable[Path | str] = ()) -> RuleSet:
     """Bubble's rules, then every `*.yml`/`*.yaml` under each of `dirs` (recursively)."""
     out = RuleSet()
+    try:
+        import sigma.collection  # noqa: F401 - present? (a stdlib-only interpreter has none)
+    except ImportError:
+        why = "pySigma is not installed: no signatures (pip install pysigma)"
+        out.errors.append({"file": "pysigma", "reason": why})
+        return out
     files = sorted(RULES_DIR.glob("*.yml"))
     for d in dirs:
         path = Path(d)
