@@ -5,7 +5,7 @@
 import { getJSON } from "./api.js";
 import { $, clear, el, fmtInt } from "./dom.js";
 
-const DONE = new Set(["completed", "timeout", "failed", "interrupted"]);
+const DONE = new Set(["completed", "timeout", "failed", "interrupted", "cancelled"]);
 const SEV_ORDER = ["critical", "high", "medium", "low", "informational"];
 const MAX_ROWS = 200;
 const AUTO_LIMIT = 20000; // events: beyond this the report waits for a click
