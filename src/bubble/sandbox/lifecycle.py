@@ -27,6 +27,10 @@ import struct
 
 from bubble import events
 
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from bubble.sandbox.eventlog import EventWriter
+
 _NETLINK_CONNECTOR = 11
 _CN_IDX_PROC = 1
 _CN_VAL_PROC = 1
@@ -98,7 +102,7 @@ class Lifecycle:
     """Follows the tree under `root` (the keeper) from connector messages and emits
     `process.end` for every process in it except `root` itself and those in `skip`."""
 
-    def __init__(self, sock: socket.socket, writer: events.EventWriter) -> None:
+    def __init__(self, sock: socket.socket, writer: EventWriter) -> None:
         self.sock = sock
         self.writer = writer
         self.root = 0
