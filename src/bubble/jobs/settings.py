@@ -24,7 +24,7 @@ BOTH = (SERVE, WORKER)
 @dataclass(frozen=True, slots=True)
 class Setting:
     name: str  # flag --name-with-dashes, config key NAME, env BUBBLE_NAME (unless given)
-    kind: str  # str | int | float | size | list
+    kind: str  # str | int | float | size | list (comma-separated) | paths (colon-separated)
     default: Any
     help: str
     scope: tuple[str, ...] = BOTH
@@ -67,6 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("output_cap", "size", 16 << 20, "bytes of stdout (and of stderr) kept per run"),
     Setting("heartbeat", "float", 2.0, "seconds between an executing run's heartbeats", (WORKER,)),
     Setting("stale_after", "float", 20.0, "a running run without a heartbeat this long failed (its worker died)"),
+    Setting("rules", "paths", [], "a folder of your own Sigma rules for behaviour reports (repeatable)", key="RULES"),
     Setting("api_url", "str", None, "BUBBLE_API endpoint runs are forwarded to (unset: offline NDJSON sink)", env="BUBBLE_API", key="BUBBLE_API"),
     Setting("keepalive_seconds", "float", 15.0, "SSE comment when a stream is idle this long", (SERVE,), flag=False),
     Setting("poll_seconds", "float", None, "a waiting stream re-reads the store at least this often (default 1, 0.2 with a queue)", (SERVE,), flag=False),
@@ -92,6 +93,8 @@ def convert(setting: Setting, value: Any) -> Any:
             return parse_size(setting.flag_name, value)
         if setting.kind == "list":
             return [v for v in value.split(",") if v]
+        if setting.kind == "paths":  # like PATH: colon-separated
+            return [v for v in value.split(os.pathsep) if v]
     except ValueError:
         raise UsageError(
             f"{setting.flag_name} (or {setting.env_name}) must be a number, not {value!r}",
@@ -105,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser, scope: str) -> None:
     for s in SETTINGS:
         if scope not in s.scope or not s.flag:
             continue
-        if s.kind == "list":
+        if s.kind in ("list", "paths"):
             parser.add_argument(s.flag_name, dest=s.name, action="append", help=s.help)
         else:
             shown = "" if s.default in (None, []) else f" (default {s.default})"
