@@ -55,16 +55,16 @@ def schema_differences(url: str) -> list:
 
 
 def test_upgrade_from_empty_reaches_the_current_schema(empty_db: str) -> None:
-    assert "schema empty -> 0002" in db_upgrade(empty_db)
+    assert "schema empty -> 0003" in db_upgrade(empty_db)
     assert schema_differences(empty_db) == []
     Store(empty_db).close()  # accepted as current
-    assert "schema 0002 -> 0002" in db_upgrade(empty_db)  # idempotent
+    assert "schema 0003 -> 0003" in db_upgrade(empty_db)  # idempotent
 
 
 def test_a_new_empty_database_is_created_at_the_current_schema(empty_db: str) -> None:
     Store(empty_db).close()
     assert schema_differences(empty_db) == []
-    assert "schema 0002 -> 0002" in db_upgrade(empty_db)
+    assert "schema 0003 -> 0003" in db_upgrade(empty_db)
 
 
 def _fill_previous_schema(url: str) -> None:
@@ -101,7 +101,7 @@ def test_upgrade_from_the_previous_schema_keeps_the_data(empty_db: str) -> None:
     with pytest.raises(SchemaMismatch) as refused:
         Store(empty_db)
     assert "schema 0001" in refused.value.message and "bubble db upgrade" in refused.value.hint
-    assert "schema 0001 -> 0002" in db_upgrade(empty_db)
+    assert "schema 0001 -> 0003" in db_upgrade(empty_db)
     assert schema_differences(empty_db) == []
     store = Store(empty_db)
     try:
@@ -111,6 +111,9 @@ def test_upgrade_from_the_previous_schema_keeps_the_data(empty_db: str) -> None:
         assert store.artifacts_of(RUN)[0]["path"] == f"runs/{RUN}/stdout.txt"
         store.add_output(RUN, "stdout", 0, b"new table works")
         assert store.output_after(RUN, "stdout", 4, 100) == b"table works"
+        # 0003: the analyst's decisions, first one wins
+        assert store.add_decision(RUN, 7, "allow") and not store.add_decision(RUN, 7, "deny")
+        assert store.decisions_for(RUN, [7, 8]) == {7: "allow"}
     finally:
         store.close()
 

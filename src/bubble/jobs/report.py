@@ -62,6 +62,8 @@ def rerun_request(run: dict[str, Any], sample: dict[str, Any] | None) -> dict[st
     view = policy_view(run["policy"])
     body: dict[str, Any] = {k: v for k, v in view.items() if k != "flags"}
     body["timeout"] = run["timeout"]
+    if run["policy"].get("ask"):
+        body.update(ask=True, ask_timeout=run["policy"].get("decide_timeout"))
     command = list(run["command"])
     if run.get("upload_id") and sample is not None:
         here = "./" + Uploads.work_name(sample)

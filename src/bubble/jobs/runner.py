@@ -25,6 +25,7 @@ from typing import Any
 
 from bubble import events as ev
 from bubble.jobs import schema
+from bubble.jobs.ask import AskBridge, socket_for_launcher
 from bubble.jobs.hub import Hub
 from bubble.jobs.ingest import EventSink, pump_events
 from bubble.jobs.model import JobsConfig
@@ -87,6 +88,20 @@ class Runner:
         state = self.store.run_state(run_id)
         return state is not None and state[0] == schema.CANCELLING
 
+    def _ask_bridge(
+        self, run_id: str, policy: Policy, stop: threading.Event
+    ) -> tuple[AskBridge | None, int | None]:
+        """Ask mode: our end of the launcher's decision socket, answered from the store
+        (where the page posts decisions), so it works on any machine that executes the run."""
+        if not policy.ask:
+            return None, None
+        ours, theirs = socket_for_launcher()
+        store = self.store
+        bridge = AskBridge(
+            ours, lambda seqs: store.decisions_for(run_id, seqs), stop, f"ask-{run_id[:8]}"
+        )
+        return bridge, theirs
+
     def execute(self, run_id: str, argv: list[str], policy: Policy, workdir: Path) -> RunResult:
         """Run the launcher to its end; what was seen is in the result."""
         sink = EventSink(self.store, self.hub, run_id)
@@ -94,30 +109,39 @@ class Runner:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         cmd = self.launcher_argv(policy, argv, ev_w)
+        env = self._env(workdir)
+        stop = threading.Event()
+        bridge, ask_fd = self._ask_bridge(run_id, policy, stop)
+        passed = (ev_w,) if ask_fd is None else (ev_w, ask_fd)
+        if ask_fd is not None:
+            env["SUPERVISOR_JSON_FD"] = str(ask_fd)
         try:
             proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=err_w,
-                pass_fds=(ev_w,),
+                pass_fds=passed,
                 cwd=workdir,
-                env=self._env(workdir),
+                env=env,
                 start_new_session=True,
                 preexec_fn=die_with_parent(os.getpid()),
             )
         except OSError:
             for fd in (ev_r, out_r, err_r):
                 os.close(fd)
+            if bridge is not None:
+                bridge.sock.close()
             raise
         finally:
-            for fd in (ev_w, out_w, err_w):
+            for fd in (ev_w, out_w, err_w, *passed[1:]):
                 os.close(fd)
+        if bridge is not None:
+            bridge.start()
         wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         with self._lock:
             self._active[run_id] = proc
             self._wake[run_id] = wake
-        stop = threading.Event()
         assert policy.timeout is not None
         cap = self.cfg.output_cap
         pumps = [
@@ -143,6 +167,8 @@ class Runner:
             os.close(wake)
         deadline = time.monotonic() + GRACE
         stop.set()
+        if bridge is not None:
+            bridge.join(READER_JOIN)
         for pump in pumps:
             pump.stop()
         for pump in pumps:

@@ -1,4 +1,5 @@
-"""The database schema (SQLAlchemy Core): runs, events, output, artifacts, samples, blobs.
+"""The database schema (SQLAlchemy Core): runs, events, output, artifacts, samples, blobs,
+decisions.
 
 Portable on purpose: only types SQLite and PostgreSQL share, so a `postgresql+psycopg://`
 URL can replace the default SQLite file when users scale out. Everything a run produces
@@ -27,7 +28,7 @@ from sqlalchemy import (
 metadata = MetaData()
 
 # The Alembic revision this code reads and writes (`bubble db upgrade` reaches it).
-SCHEMA_VERSION = "0002"
+SCHEMA_VERSION = "0003"
 
 # Run states. A run moves queued -> running -> one of the terminal states.
 QUEUED = "queued"
@@ -133,4 +134,15 @@ blobs = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("data", LargeBinary, nullable=False),
+)
+
+# Ask mode: the analyst's answer to a held call (the policy.ask event's seq); the primary key
+# makes the first answer the one that counts, whichever executor or page wrote it.
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("action", String(8), nullable=False),  # allow | deny | always
+    Column("created_at", String(32), nullable=False),
 )

@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, create_engine, event, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 
 from bubble.jobs import migrate, schema
-from bubble.jobs.schema import artifacts, blobs, events, output, runs, samples
+from bubble.jobs.schema import artifacts, blobs, decisions, events, output, runs, samples
 
 # States in which an executor holds the run (and moves its heartbeat).
 EXECUTING = (schema.RUNNING, schema.CANCELLING)
@@ -214,6 +215,29 @@ class Store:
         while rows := self.events_after(run_id, after, batch):
             yield from rows
             after = rows[-1][0]
+
+    # -- decisions (ask mode) -----------------------------------------------------------------
+    def add_decision(self, run_id: str, seq: int, action: str) -> bool:
+        """Record the answer to held call `seq`; False if it was answered already (the
+        first answer wins: the launcher has acted on it)."""
+        row = {"run_id": run_id, "seq": seq, "action": action, "created_at": now_iso()}
+        try:
+            with self._write() as conn:
+                conn.execute(decisions.insert().values(**row))
+        except IntegrityError:
+            return False
+        return True
+
+    def decisions_for(self, run_id: str, seqs: Iterable[int]) -> dict[int, str]:
+        """{seq: action} for those of `seqs` that have an answer."""
+        wanted = sorted({min(int(s), INT32_MAX) for s in seqs})
+        if not wanted:
+            return {}
+        query = select(decisions.c.seq, decisions.c.action).where(
+            decisions.c.run_id == run_id, decisions.c.seq.in_(wanted)
+        )
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(query)}
 
     # -- output -----------------------------------------------------------------------------
     def add_output(self, run_id: str, stream: str, offset: int, data: bytes) -> None:

@@ -33,11 +33,16 @@ TOP_KEYS = frozenset(
         "interpreter",
         "args",
         "timeout",
+        "ask",
+        "ask_timeout",
     }
 )
 PERMISSION_KEYS = frozenset({"fs_read", "fs_write", "network"})
 MAX_ARGS = 1024
 MIN_TIMEOUT = 0.1  # seconds: less cannot even start the launcher
+# Seconds a held call waits for the analyst (ask mode) before the launcher denies it: long
+# enough to read a card and click, short enough that an unattended run moves on.
+DEFAULT_ASK_TIMEOUT = 60.0
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -77,26 +82,40 @@ def _words(value: Any, key: str) -> list[str]:
     return found
 
 
-def _timeout(body: Mapping[str, Any], default: float, cap: float) -> float:
-    value = body.get("timeout", default)
+def _timeout(body: Mapping[str, Any], default: float, cap: float, key: str = "timeout") -> float:
+    value = body.get(key, default)
     if value is None:
         return default
+    example = f'"{key}": 30'
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest("timeout must be a positive number of seconds", '"timeout": 30')
+        raise BadRequest(f"{key} must be a positive number of seconds", example)
     if isinstance(value, float) and not math.isfinite(value):
-        raise BadRequest("timeout must be a finite number of seconds", f"at most {cap:g}")
+        raise BadRequest(f"{key} must be a finite number of seconds", f"at most {cap:g}")
     if not value > 0:
-        raise BadRequest("timeout must be a positive number of seconds", '"timeout": 30')
+        raise BadRequest(f"{key} must be a positive number of seconds", example)
     if value > cap:  # never formatted: an int of 400 digits does not fit a float
         raise BadRequest(
-            f"timeout exceeds this server's limit of {cap:g}s", f"ask for at most {cap:g} seconds"
+            f"{key} exceeds this server's limit of {cap:g}s", f"ask for at most {cap:g} seconds"
         )
     if value < MIN_TIMEOUT:
-        raise BadRequest(f"timeout must be at least {MIN_TIMEOUT:g} seconds", '"timeout": 30')
+        raise BadRequest(f"{key} must be at least {MIN_TIMEOUT:g} seconds", example)
     return float(value)
 
 
-def _policy(body: Mapping[str, Any]) -> Policy:
+def _ask(body: Mapping[str, Any], max_timeout: float) -> dict[str, Any]:
+    """Ask mode's policy fields: held calls wait up to `ask_timeout` for the analyst."""
+    ask = _bool(body, "ask", False)
+    if not ask:
+        if body.get("ask_timeout") is not None:
+            raise BadRequest("ask_timeout applies to ask mode only", 'add "ask": true')
+        return {}
+    # The launcher's own bound on a held call's wait is an hour (--decide-timeout).
+    cap = min(max_timeout, 3600.0)
+    wait = _timeout(body, min(DEFAULT_ASK_TIMEOUT, cap), cap, "ask_timeout")
+    return {"ask": True, "decide_timeout": wait}
+
+
+def _policy(body: Mapping[str, Any], max_timeout: float) -> Policy:
     perms = body.get("permissions", {})
     if perms is None:
         perms = {}
@@ -122,6 +141,7 @@ def _policy(body: Mapping[str, Any]) -> Policy:
             diagnose=_bool(body, "diagnose", False),
             trace_net=_bool(body, "trace_net", False),
             peek_tx=peek,
+            **_ask(body, max_timeout),
         )
     except UsageError as err:
         raise BadRequest(err.message, err.hint) from None
@@ -147,7 +167,7 @@ def parse_run(body: Mapping[str, Any], default_timeout: float, max_timeout: floa
     unknown = sorted(set(body) - TOP_KEYS)
     if unknown:
         raise BadRequest(f"unknown key {unknown[0]!r}", "keys are: " + ", ".join(sorted(TOP_KEYS)))
-    policy = _policy(body)
+    policy = _policy(body, max_timeout)
     timeout = _timeout(body, default_timeout, max_timeout)
     upload_id = _upload_id(body)
     cmd = _words(body.get("cmd"), "cmd")

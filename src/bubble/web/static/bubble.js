@@ -37,6 +37,7 @@ function policyBody() {
     pidns: $("p-pidns").checked,
     diagnose: $("p-diag").checked,
   };
+  if ($("p-ask").checked) body.ask = true;
   if (net && $("p-trace").checked) {
     body.trace_net = true;
     const peek = Number($("p-peek").value || "0");
@@ -89,6 +90,7 @@ function fillForm(rec) {
   $("p-exec").checked = !!p.notify_exec;
   $("p-pidns").checked = !!p.pidns;
   $("p-diag").checked = !!p.diagnose;
+  $("p-ask").checked = !!body.ask;
   traceTouched = true; // the run's own choice, kept as it was
   $("p-trace").checked = !!p.trace_net;
   $("p-peek").value = String(p.peek_tx || 0);

@@ -2,6 +2,7 @@
 // once per animation frame within a time budget, so a flood of 100,000 events never
 // blocks the page: parsing is spread over frames and only capped DOM work is done.
 import { getJSON } from "./api.js";
+import { AskCards } from "./ask.js";
 import { $, atBottom, fmtBytes } from "./dom.js";
 import { EventList } from "./eventlist.js";
 import { NetActivity } from "./netpanel.js";
@@ -19,6 +20,7 @@ export class RunView {
     this.onStatus = onStatus;
     this.outputCap = Number(document.body.dataset.outputCap) || 0;
     this.net = new NetActivity($("network"), $("net-list"), $("net-more"));
+    this.asks = new AskCards($("asks"), $("ask-list"));
     this.violations = new Violations($("vio-list"), $("vio-empty"), $("vio-more"), $("vio-counts"));
     this.events = new EventList($("ev-list"), $("ev-hidden"), $("ev-count"), $("chips"), $("ev-filter"));
     this.out = { stdout: $("stdout"), stderr: $("stderr") };
@@ -89,6 +91,7 @@ export class RunView {
     this.connected = false;
     this.status = null;
     document.body.dataset.runState = "live";
+    this.asks.reset(id);
     this.violations.reset();
     this.net.reset();
     this.events.reset();
@@ -169,6 +172,8 @@ export class RunView {
     let ev;
     try { ev = JSON.parse(raw); } catch { return; }
     this.events.add(raw, ev);
+    if (ev.type === "policy.ask") this.asks.add(ev);
+    else if (ev.type === "policy.allow" || ev.type === "policy.alert") this.asks.settle(ev);
     if (ev.type === "policy.alert") this.violations.add(ev);
     else if (typeof ev.type === "string" && ev.type.startsWith("net.")) this.net.add(ev);
   }
@@ -190,6 +195,7 @@ export class RunView {
     this.ended = null;
     this.done = true;
     clearTimeout(this.poll);
+    this.asks.end();
     renderSummary($("summary-body"), record, this.outputCap);
     this.setLive(`ended st-${record.status}`, `ended · ${record.status}`);
     document.body.dataset.runState = "ended";
