@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, create_engine, event, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from bubble.jobs import migrate, schema
 from bubble.jobs.schema import artifacts, blobs, decisions, events, output, runs, samples
