@@ -37,7 +37,12 @@ function policyBody() {
     pidns: $("p-pidns").checked,
     diagnose: $("p-diag").checked,
   };
-  if ($("p-ask").checked) body.ask = true;
+  if ($("p-ask").checked) {
+    body.ask = true;
+    const wait = Number($("p-ask-timeout").value || "60");
+    if (!(wait > 0)) throw new ApiError("the ask wait must be a positive number of seconds", "e.g. 60");
+    body.ask_timeout = wait;
+  }
   if (net && $("p-trace").checked) {
     body.trace_net = true;
     const peek = Number($("p-peek").value || "0");
@@ -91,6 +96,7 @@ function fillForm(rec) {
   $("p-pidns").checked = !!p.pidns;
   $("p-diag").checked = !!p.diagnose;
   $("p-ask").checked = !!body.ask;
+  if (body.ask_timeout) $("p-ask-timeout").value = String(body.ask_timeout);
   traceTouched = true; // the run's own choice, kept as it was
   $("p-trace").checked = !!p.trace_net;
   $("p-peek").value = String(p.peek_tx || 0);
