@@ -168,3 +168,29 @@ def test_cancel_on_the_web_stops_the_run_on_its_worker(cluster) -> None:
         time.sleep(0.1)
     assert not [p for p in below if _alive(p)]
     assert worker.proc.poll() is None  # the worker goes on
+
+
+def test_an_analysts_answer_reaches_a_run_on_a_worker(cluster, tmp_path: Path) -> None:
+    """Ask mode across processes: the web server only writes the answer to the store; the
+    worker executing the run reads it there and lets the held write happen."""
+    server, start = cluster
+    start("asker")
+    box = tmp_path / "box"
+    box.mkdir()
+    box.chmod(0o777)  # the target may run as nobody
+    script = f"echo yes > {box}/allowed; echo end"
+    run_id = post(server.url, cmd=["/bin/sh", "-c", script], ask=True, ask_timeout=20)
+    deadline = time.monotonic() + 60
+    asked: list[dict] = []
+    while not asked and time.monotonic() < deadline:
+        page = requests.get(f"{server.url}/api/runs/{run_id}/events?format=json", timeout=10)
+        asked = [e for e in page.json()["events"] if e["type"] == "policy.ask"]
+        time.sleep(0.05)
+    assert asked, "no held call"
+    assert not (box / "allowed").exists()
+    answer = {"seq": asked[0]["seq"], "action": "allow"}
+    resp = requests.post(f"{server.url}/api/runs/{run_id}/decisions", json=answer, timeout=10)
+    assert resp.status_code == 202, resp.text
+    rec = wait_done(server.url, run_id, timeout=60)
+    assert rec["status"] == "completed" and rec["worker"] == "asker", rec
+    assert (box / "allowed").read_text() == "yes\n"
