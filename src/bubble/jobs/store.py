@@ -137,14 +137,18 @@ class Store:
             conn.execute(runs.update().where(runs.c.id == run_id).values(last_seq=rows[-1]["seq"]))
 
     def events_after(self, run_id: str, after: int, limit: int) -> list[tuple[int, str]]:
+        return self._event_rows(run_id, after, limit, events.c.data)
+
+    def _event_rows(self, run_id: str, after: int, limit: int, *cols: Any) -> list[Any]:
+        """(seq, *cols) of the events of a run after seq `after`, at most `limit`."""
         query = (
-            select(events.c.seq, events.c.data)
+            select(events.c.seq, *cols)
             .where(events.c.run_id == run_id, events.c.seq > after)
             .order_by(events.c.seq)
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [(r[0], r[1]) for r in conn.execute(query)]
+            return [tuple(r) for r in conn.execute(query)]
 
     def event_counts(self, run_id: str) -> list[tuple[str, str | None, int]]:
         query = (
@@ -158,6 +162,13 @@ class Store:
     def iter_events(self, run_id: str, batch: int = 5000) -> Iterator[tuple[int, str]]:
         after = 0
         while rows := self.events_after(run_id, after, batch):
+            yield from rows
+            after = rows[-1][0]
+
+    def iter_events_ts(self, run_id: str, batch: int = 5000) -> Iterator[tuple[int, str, str]]:
+        """(seq, ts, data) of every event of a run, in order."""
+        after = 0
+        while rows := self._event_rows(run_id, after, batch, events.c.ts, events.c.data):
             yield from rows
             after = rows[-1][0]
 
