@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             from bubble.cli_policy import diff_main
 
             return diff_main(rest)
+        if command == "forkserver":  # started by the orchestrator and workers
+            from bubble.sandbox.forkserver import main as forkserver_main
+
+            return forkserver_main(rest)
         if command == "selftest":
             from bubble.sandbox.selftest import main as selftest_main
 

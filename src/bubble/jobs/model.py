@@ -34,6 +34,7 @@ class JobsConfig:
     api_url: str | None = None  # BUBBLE_API
     python: str = sys.executable
     target_path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH given to the target
+    fork_server: bool = True  # launchers forked by a pre-imported `bubble forkserver`
 
     @property
     def database_url(self) -> str:

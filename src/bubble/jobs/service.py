@@ -265,6 +265,7 @@ class Jobs:
         """Stop: kill runs in flight (their workers record them) and drain the queue."""
         self._closing = True
         self.runner.kill_all()
+        self.runner.close()
         self.queue.close()
         self.forwarder.close()
         self.store.close()

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "KEEPALIVE_SECONDS": 15.0,  # SSE comment when a stream is idle this long
     "POLL_SECONDS": 1.0,  # a waiting stream re-reads the store at least this often
     "SSE_BATCH": 1000,  # events per store read while catching up
+    "FORK_SERVER": None,  # start runs through a fork server (default on; $BUBBLE_FORK_SERVER=0)
 }
 
 
@@ -49,7 +50,12 @@ def _jobs_config(cfg: Mapping[str, Any]) -> JobsConfig:
         max_upload=int(cfg["MAX_UPLOAD"]),
         max_queue=int(cfg["MAX_QUEUE"]),
         api_url=cfg["BUBBLE_API"] or os.environ.get("BUBBLE_API") or None,
+        fork_server=_switch(cfg["FORK_SERVER"], os.environ.get("BUBBLE_FORK_SERVER", "1")),
     )
+
+
+def _switch(value: object, env: str) -> bool:
+    return bool(value) if value is not None else env not in ("0", "no", "off", "")
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
