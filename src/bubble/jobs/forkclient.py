@@ -74,7 +74,8 @@ class ForkServer:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()
-        self.starts = 0
+        self.starts = 0  # how often it was started (restarts included)
+        self.forked = 0  # launchers it forked
         self.start()
 
     def start(self) -> None:
@@ -127,7 +128,9 @@ class ForkServer:
             reply = conn.recv(4096)
             if not reply:
                 raise ConnectionError("the fork server closed the connection")
-            return Launched(conn, int(json.loads(reply)["pid"]))
+            launched = Launched(conn, int(json.loads(reply)["pid"]))
+            self.forked += 1
+            return launched
         except (OSError, ValueError, KeyError):
             conn.close()
             self.start()  # a no-op if it still runs
