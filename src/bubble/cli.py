@@ -22,6 +22,7 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
        bubble policy suggest EVENTS.ndjson [--broad] [--api URL]
        bubble diff A B [--format text|json] [--api URL]
        bubble selftest
+       bubble forkserver SOCKET   (started by the orchestrator; see docs/web.md)
 """
 
 _VALUE_KINDS = ("int", "seconds", "size", "str", "list")
