@@ -33,7 +33,7 @@ PNG = ROOT / "docs" / "benchmarks-ratios.png"
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="CI mode: < 1 min, gross checks only")
-    p.add_argument("--only", default=None, help="workloads, e.g. --only ad (default: all; --quick: abcde)")
+    p.add_argument("--only", help="workloads, e.g. --only ad (default: all; --quick: abcde)")
     p.add_argument("--rounds", type=int, help="override the number of interleaved rounds")
     p.add_argument("--write-docs", action="store_true", help="update docs (default: full mode)")
     p.add_argument("--no-docs", action="store_true", help="full mode without touching docs/")
