@@ -83,6 +83,11 @@ def test_a_forked_launcher_is_as_clean_as_a_cold_one(server: ForkServer, tmp_pat
     cold_pid, cold, cold_ev = _start(None, tmp_path, "cold")
     fork_pid, forked, fork_ev = _start(server, tmp_path, "fork")
     cold_shape, fork_shape = _shape(cold_pid), _shape(fork_pid)
+    deadline = time.monotonic() + 30  # the targets printed their environment
+    while time.monotonic() < deadline and not all(
+        "RUN_VAR" in (tmp_path / f"{tag}.out").read_text() for tag in ("cold", "fork")
+    ):
+        time.sleep(0.05)
     os.kill(cold_pid, 15)
     os.kill(fork_pid, 15)
     statuses = (cold.wait(30), forked.wait(30))  # type: ignore[attr-defined]
@@ -148,3 +153,26 @@ def test_a_dead_fork_server_is_restarted_and_refuses_meanwhile(server: ForkServe
     finally:
         os.close(null)
     assert launched is not None and launched.wait(60) == 0
+
+
+def test_runs_in_flight_end_with_their_fork_server(server: ForkServer) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    ev_r, ev_w = os.pipe()
+    try:
+        args = ["--events-fd", str(ev_w), "--", "/bin/sleep", "60"]
+        launched = server.spawn(args, {"PATH": "/bin"}, "/", [null, null, null, ev_w], [ev_w])
+    finally:
+        os.close(null)
+        os.close(ev_w)
+    assert launched is not None
+    with os.fdopen(ev_r, "rb") as events:
+        target = json.loads(events.readline())["pid"]
+        assert server.pid is not None
+        os.kill(server.pid, 9)
+        assert launched.wait(30) == -9  # the client reports the kill
+        assert select.select([events], [], [], 20)[0], "the launcher still holds its events"
+        events.read()
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{target}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{target}").exists(), "the target outlived its fork server"

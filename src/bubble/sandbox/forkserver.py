@@ -18,7 +18,8 @@ A forked launcher is made as clean as a cold one: a session of its own, signal m
 and dispositions as at interpreter start (this process never changes them), every
 descriptor closed but the ones the run was given, the environment replaced by the run's,
 its cwd. This process never starts a thread, so no lock can be held across the fork. It
-exits when its stdin (a pipe from its owner) reaches EOF.
+exits when its stdin (a pipe from its owner) reaches EOF; its launchers die with it
+(parent-death signal), as cold ones die with the worker that started them.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from typing import Any
 
 # What a run needs, imported once here instead of once per run.
 from bubble import cli
+from bubble.sandbox import _abi
 from bubble.sandbox import launcher as _launcher  # noqa: F401
 from bubble.sandbox import session as _session  # noqa: F401
+from bubble.sandbox._libc import prctl
 
 MAX_REQUEST = 1 << 20
 MAX_FDS = 16
@@ -53,12 +56,17 @@ def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return json.loads(msg), list(fds)
 
 
-def _child(req: dict[str, Any], fds: list[int]) -> None:
+def _child(req: dict[str, Any], fds: list[int], server_pid: int) -> None:
     """In the forked launcher: become a clean process, then run `bubble run`. Never returns."""
     status = 125
     try:
         os.setsid()
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        # As a cold launcher dies with the worker that started it: if this server dies, so
+        # does the launcher (its keeper's parent-death signal then ends the target's tree).
+        prctl(_abi.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != server_pid:
+            raise OSError("the fork server died before the run started")
         targets = [0, 1, 2, *[int(n) for n in req["fds"]]]
         if len(targets) != len(fds):
             raise ValueError("descriptor count does not match the request")
@@ -158,9 +166,10 @@ class Server:
             del self.conns[conn.fileno()]
             conn.close()
             return
+        server_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _child(req, fds)
+            _child(req, fds, server_pid)
         for fd in fds:
             os.close(fd)
         self.pid_of[conn.fileno()] = pid
