@@ -43,6 +43,9 @@ def _which(name: str) -> str | None:
     return None
 
 
+_LOCKS: list[int] = []  # lock fds of dynamic uids (close-on-exec: no child keeps them)
+
+
 def target_user(policy: Policy) -> tuple[int | None, int | None, str | None]:
     """(uid, gid, name) to drop to, or Nones to keep our identity (DESIGN §2.5)."""
     if os.geteuid() != 0:
@@ -52,6 +55,15 @@ def target_user(policy: Policy) -> tuple[int | None, int | None, str | None]:
     if policy.keep_root:
         return None, None, None
     name = policy.user or "nobody"
+    if name == "dynamic":
+        from bubble.sandbox import dynuser
+
+        try:
+            uid, lock = dynuser.allocate()
+        except OSError as err:
+            raise UsageError(f"--user dynamic: {err}", "name an account with --user") from None
+        _LOCKS.append(lock)  # held until bubble exits: no other run takes this uid meanwhile
+        return uid, uid, f"dynamic:{uid}"
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -82,12 +94,14 @@ def launch(
     policy: Policy, argv: list[str], events: str | None = None, events_fd: int | None = None
 ) -> int:
     """Run `argv` under `policy`; returns the exit status DESIGN §3 defines."""
+    from bubble.sandbox import netns
     from bubble.sandbox.session import Session
 
     for scope in policy.write:
         if not os.path.exists(scope):
             raise UsageError(f"write scope {scope} does not exist", f"create it: mkdir -p {scope}")
 
+    netns.check_stdio(policy)
     return Session(
         policy, argv, _open_events(events, events_fd), resolve_program(argv[0]), target_user(policy)
     ).run()

@@ -29,14 +29,26 @@ Rules (what puts the call in the filter; see filter.py):
               with --trace-net every family but AF_UNIX
   socketpair  under --deny-net=1 AF_UNIX datagram pairs
   addr        notified under --deny-net=1 or --trace-net (bind also under --deny-fs=1)
-  sendto      notified when a destination address is given (or always with --peek-tx)
-  msg         notified with --trace-net (see EXCLUDED for --deny-net=1)
+  listen      notified under --deny-net=1 (listen on an unbound socket binds it)
+  sendto      under --deny-net=1 always (a send on a connected socket may be a DNS query);
+              with --trace-net when a destination address is given (or always with --peek-tx)
+  msg         notified under --deny-net=1 (msg_name may address anything, whatever socket
+              the target holds, inherited ones too) and with --trace-net
   sys         always notified and denied with EPERM
   enosys      always notified and answered ENOSYS (io_uring bypasses seccomp)
   signal:K    notified when register K names the supervisor (pid, -1 or its group)
   pid:K       notified when register K names another process than the caller (not 0)
-  ioctl       notified for TIOCSTI / TIOCLINUX (keystroke injection into the terminal) and
-              the filesystem ioctl families 'f', 'v', 'X' that write (inode changes; category fs)
+  prio:W=U:K  notified when register W selects the uid-wide form (value U: "every process of
+              my uid", which reaches the host's other processes of that uid and, unprivileged,
+              the supervisor) or register K names someone else than the caller (not 0)
+  adjtime:K   always notified: the modes word of the struct at register K decides whether the
+              call reads or sets the clock (see decide.py)
+  syslog      notified for the actions that change kernel log state (clear, console on/off,
+              console level); reading is left to the kernel's own dmesg_restrict check
+  ioctl       notified for TIOCSTI / TIOCLINUX (keystroke injection into the terminal), the
+              filesystem ioctl families 'f', 'v', 'X' that write (inode changes; category fs),
+              EXT4_IOC_SHUTDOWN, USERFAULTFD_IOC_NEW, and the administrative families in
+              ADMIN_IOCTLS (netdev, block, loop), where only the listed reads continue
   seccomp     notified for a filter that asks for a second notification listener
   exit        internal: notified to read the exiting process's peak RSS, then CONTINUE
 """
@@ -154,6 +166,14 @@ TABLE: tuple[Syscall, ...] = (
         "addr",
         "an AF_UNIX path bind creates a file: under --deny-fs=1 it is an fs denial",
     ),
+    _row(
+        "listen",
+        50,
+        "net",
+        "fd -",
+        "listen",
+        "an unbound socket is bound to an ephemeral port first",
+    ),
     _row("sendto", 44, "net", "fd buf len - sockaddr -", "sendto"),
     _row("sendmsg", 46, "net", "fd msghdr -", "msg"),
     _row("sendmmsg", 307, "net", "fd mmsghdr - -", "msg"),
@@ -264,8 +284,8 @@ TABLE: tuple[Syscall, ...] = (
         141,
         "sys",
         "- pid -",
-        "pid:1",
-        "another process's priority: could starve the supervisor",
+        "prio:0=2:1",
+        "another process's priority, or every process of the uid (PRIO_USER, who 0 = mine): could starve the supervisor or renice the host's processes",
     ),
     _row(
         "sched_setscheduler",
@@ -277,7 +297,31 @@ TABLE: tuple[Syscall, ...] = (
     ),
     _row("sched_setparam", 142, "sys", "pid -", "pid:0", "as sched_setscheduler"),
     _row("sched_setattr", 314, "sys", "pid - -", "pid:0", "as sched_setscheduler"),
-    _row("ioprio_set", 251, "sys", "- pid -", "pid:1", "another process's I/O priority"),
+    _row(
+        "ioprio_set",
+        251,
+        "sys",
+        "- pid -",
+        "prio:0=3:1",
+        "another process's I/O priority, or every process of the uid (IOPRIO_WHO_USER)",
+    ),
+    _row(
+        "adjtimex",
+        159,
+        "sys",
+        "-",
+        "adjtime:0",
+        "a non-zero modes word sets the clock or NTP state (CAP_SYS_TIME, kept with --keep-caps)",
+    ),
+    _row("clock_adjtime", 305, "sys", "- -", "adjtime:1", "as adjtimex"),
+    _row(
+        "syslog",
+        103,
+        "sys",
+        "- - -",
+        "syslog",
+        "clearing the kernel log and console log level or on/off (CAP_SYSLOG)",
+    ),
     _row(
         "pidfd_send_signal",
         424,
@@ -300,9 +344,65 @@ TABLE: tuple[Syscall, ...] = (
 
 # ioctl requests the filter routes (DESIGN §2.3: keystroke injection; inode changes).
 TTY_IOCTLS = frozenset({0x5412, 0x541C})  # TIOCSTI, TIOCLINUX
+# _IOR('X', 125, __u32): ext4, xfs and f2fs shut the filesystem down. An _IOR that writes,
+# so the 'X' family rule (writes only) does not catch it.
+EXT4_IOC_SHUTDOWN = 0x8004587D
+USERFAULTFD_IOC_NEW = 0xAA00  # /dev/userfaultfd: a page fault handler that can stall us
+# Always denied whatever the fd, decided on the request register (category sys).
+DENIED_IOCTLS = {EXT4_IOC_SHUTDOWN: "EXT4_IOC_SHUTDOWN", USERFAULTFD_IOC_NEW: "USERFAULTFD_IOC_NEW"}
+
+
+@dataclass(frozen=True, slots=True)
+class IoctlFamily:
+    """An administrative ioctl family: every request of type byte `kind` is routed; the
+    `reads` continue (they only report state), every other request is denied and alerted.
+    Decided on the request register alone: no memory, no race."""
+
+    name: str
+    kind: int  # the type byte: bits 8-15 of the request
+    reads: frozenset[int]
+    note: str
+
+
+ADMIN_IOCTLS: tuple[IoctlFamily, ...] = (
+    IoctlFamily(
+        "netdev",
+        0x89,
+        frozenset(
+            # SIOCGIF* and the socket's own state (FIOGETOWN, SIOCGPGRP, SIOCATMARK, stamps)
+            {0x8903, 0x8904, 0x8905, 0x8906, 0x8907, 0x8910, 0x8912, 0x8913, 0x8915, 0x8917}
+            | {0x8919, 0x891B, 0x891D, 0x891F, 0x8921, 0x8925, 0x8927, 0x8929, 0x8933, 0x8935}
+            | {0x8938, 0x8940, 0x8942, 0x8947, 0x8948, 0x894B, 0x894C, 0x8954, 0x8961, 0x8970}
+            | {0x8982, 0x89B1, 0x8901, 0x8902}  # FIOSETOWN/SIOCSPGRP: this socket's SIGIO owner
+        ),
+        "SIOCSIF*, routes, ARP, bridges: interface settings reachable from any socket",
+    ),
+    IoctlFamily(
+        "block",
+        0x12,
+        frozenset(
+            # BLKROGET, BLKGETSIZE, BLKRAGET, BLKFRAGET, BLKSECTGET, BLKSSZGET, BLKIOMIN,
+            # BLKIOOPT, BLKALIGNOFF, BLKPBSZGET, BLKDISCARDZEROES, BLKROTATIONAL,
+            # BLKBSZGET, BLKGETSIZE64, BLKGETDISKSEQ, BLKGETZONESZ, BLKGETNRZONES
+            {0x125E, 0x1260, 0x1263, 0x1265, 0x1267, 0x1268, 0x1278, 0x1279, 0x127A}
+            | {0x127B, 0x127C, 0x127E, 0x80081270, 0x80081272, 0x80081280, 0x80041284}
+            | {0x80041285}
+        ),
+        "BLKRRPART, BLKPG, BLKROSET, BLKFLSBUF, BLKDISCARD, ...: partitions and devices",
+    ),
+    IoctlFamily(
+        "loop",
+        0x4C,
+        frozenset({0x4C03, 0x4C05}),  # LOOP_GET_STATUS, LOOP_GET_STATUS64
+        "LOOP_CTL_ADD/GET_FREE (even on a read-only /dev/loop-control), LOOP_SET_FD, ...",
+    ),
+)
+ADMIN_BY_KIND: dict[int, IoctlFamily] = {f.kind: f for f in ADMIN_IOCTLS}
+# syslog(2) actions that change state: READ_CLEAR, CLEAR, CONSOLE_OFF, CONSOLE_ON, CONSOLE_LEVEL
+SYSLOG_CHANGES = (4, 5, 6, 7, 8)
 # AF_UNIX socket types that cannot address a named socket: stream (1) and seqpacket (5).
 # Every other type (datagram, and raw, which AF_UNIX turns into datagram) is refused under
-# --deny-net=1, so sendmsg needs no look at msg_name.
+# --deny-net=1; an inherited one is caught at sendto/sendmsg/sendmmsg, which are notified.
 UNIX_CONNECTED_TYPES = (1, 5)
 FS_IOCTL_TYPES = (ord("f"), ord("v"), ord("X"))  # FS_IOC_*, EXT4_IOC_*, FS_IOC_FSSETXATTR
 FS_IOC_SET_ENCRYPTION_POLICY = 0x800C6613  # an _IOR that sets a policy
@@ -358,8 +458,6 @@ EXCLUDED: dict[str, str] = {
     "pkey_free": "memory protection keys of the caller's own memory",
     "timer_settime": "a timer of the caller",
     "timerfd_settime": "a timer of the caller",
-    "adjtimex": "setting the clock needs CAP_SYS_TIME; reading is harmless",
-    "clock_adjtime": "as adjtimex",
     "landlock_create_ruleset": "Landlock only ever restricts the caller",
     "landlock_add_rule": "Landlock only ever restricts the caller",
     "landlock_restrict_self": "Landlock only ever restricts the caller",
@@ -381,9 +479,12 @@ EXCLUDED: dict[str, str] = {
 
 # Sockets and messages under --deny-net=1, explained once for the docs.
 NET_NOTES = (
-    "Under --deny-net=1 only AF_UNIX stream and seqpacket sockets can exist: socket() and "
-    "socketpair() refuse every other type (datagram, and raw, which AF_UNIX makes a datagram "
-    "socket) in BPF, from registers. A name in sendmsg/sendmmsg is "
-    "ignored or refused by the kernel for such sockets, so those calls need no check that "
-    "would read target memory; connect, bind and sendto with an address are denied."
+    "Under --deny-net=1 the target runs in its own network namespace (the wall: nothing it "
+    "sends can leave). AF_INET/AF_INET6 stream and datagram sockets may be created there "
+    "(logged as net.socket); raw, packet, netlink, vsock and other families, and AF_UNIX "
+    "datagram sockets, are refused at socket() from registers. connect, bind, listen and "
+    "sendto/sendmsg/sendmmsg with an address are denied with the destination in the alert; "
+    "a UDP connect to port 53 goes through inside the wall so that the DNS query which "
+    "follows is seen and denied. Without network namespaces every socket but AF_UNIX "
+    "stream/seqpacket is refused at socket()."
 )
