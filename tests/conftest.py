@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import PostgresServer, RedisServer
 from tests.unit.test_events_doc import assert_documented
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,3 +146,19 @@ def give(path: Path) -> Path:
     if AS_ROOT:
         os.lchown(path, *target_ids())
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session (stopped by PID at the end)."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One private PostgreSQL cluster for the session (stopped by PID at the end)."""
+    server = PostgresServer()
+    yield server
+    server.stop()

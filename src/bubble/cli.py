@@ -1,4 +1,5 @@
-"""`bubble` command line: `run` (the sandbox), `serve` (the web UI), `selftest`.
+"""`bubble` command line: `run` (the sandbox), `serve` (the web UI), `worker` (executes
+queued runs), `db upgrade` (schema migrations), `selftest`.
 
 Kept light on purpose: start-up time is part of every run, so flags are parsed from the
 policy's own table (no argparse) and each subcommand imports its layer only when called.
@@ -19,6 +20,9 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
                   [--policy FILE] [--allow-write DIR]...
                   [--events PATH|- | --events-fd N] -- PROG [ARGS...]
        bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token T]
+                    [--db-url URL] [--queue-url redis://...]   (all: bubble serve --help)
+       bubble worker --queue-url redis://... --db-url URL [--name N] [--concurrency K]
+       bubble db upgrade [--db-url URL | --data-dir DIR]
        bubble policy suggest EVENTS.ndjson [--broad] [--api URL]
        bubble diff A B [--format text|json] [--api URL]
        bubble selftest
@@ -124,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
             from bubble.web.serve import main as serve_main
 
             return serve_main(rest)
+        if command == "worker":
+            from bubble.jobs.worker import main as worker_main
+
+            return worker_main(rest)
+        if command == "db":
+            from bubble.jobs.dbcli import main as db_main
+
+            return db_main(rest)
         if command == "policy":
             from bubble.cli_policy import suggest_main
 
@@ -150,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         raise UsageError(
             f"unknown command {command!r}" if command else "no command given",
-            "use `bubble run -- PROG`, `bubble serve` or `bubble selftest`",
+            "use `bubble run -- PROG`, `bubble serve`, `bubble worker`, `bubble db upgrade` "
+            "or `bubble selftest`",
         )
     except BubbleError as err:
         if err.message == "help requested":

@@ -38,8 +38,8 @@ except OSError as e:
 
 
 @pytest.fixture
-def served(data_dir: Path) -> Iterator[ServeProcess]:
-    server = ServeProcess(data_dir)
+def served(data_dir: Path, db_url: str | None) -> Iterator[ServeProcess]:
+    server = ServeProcess(data_dir, *(["--db-url", db_url] if db_url else []))
     yield server
     server.stop()
 

@@ -1,16 +1,20 @@
 """One run: start the launcher, pump its events and output, enforce the watchdog, collect.
 
-The web process never forks a target: it starts `python -m bubble run --events-fd N ...`
+The executor never forks a target: it starts `python -m bubble run --events-fd N ...`
 (through the fork server when it is ready, `forkclient`: the same launcher, forked from a
 process that has done its imports; cold otherwise) in a session of its own, with a clean
 environment (the server's secrets stay out of the target) and the run's working directory
 as cwd. The launcher kills the whole tree at its own `--timeout`; the watchdog here is the
-backstop if it overruns by `kill_margin`.
+backstop if it overruns by `kill_margin`. A cold launcher gets SIGKILL when the executing
+thread dies (PR_SET_PDEATHSIG); a forked one when its fork server dies or its client's
+connection closes. Its keeper then ends the target's tree: a killed worker leaves nothing
+running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import select
@@ -99,6 +103,7 @@ class Runner:
             cwd=workdir,
             env=env,
             start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()),
         )
 
     def kill_all(self) -> None:
@@ -120,11 +125,9 @@ class Runner:
         state = self.store.run_state(run_id)
         return state is not None and state[0] == schema.CANCELLING
 
-    def execute(
-        self, run_id: str, argv: list[str], policy: Policy, workdir: Path, rundir: Path
-    ) -> RunResult:
+    def execute(self, run_id: str, argv: list[str], policy: Policy, workdir: Path) -> RunResult:
         """Run the launcher to its end; what was seen is in the result."""
-        sink = EventSink(self.store, self.hub, run_id, rundir / "events.ndjson")
+        sink = EventSink(self.store, self.hub, run_id)
         ev_r, ev_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -134,7 +137,6 @@ class Runner:
         except OSError:
             for fd in (ev_r, out_r, err_r):
                 os.close(fd)
-            sink.close()
             raise
         finally:
             for fd in (ev_w, out_w, err_w):
@@ -145,9 +147,10 @@ class Runner:
             self._wake[run_id] = wake
         stop = threading.Event()
         assert policy.timeout is not None
+        cap = self.cfg.output_cap
         pumps = [
-            OutputPump(out_r, rundir / "stdout.txt", self.cfg.output_cap, self.hub, run_id),
-            OutputPump(err_r, rundir / "stderr.txt", self.cfg.output_cap, self.hub, run_id),
+            OutputPump(out_r, self.store, run_id, "stdout", cap, self.hub),
+            OutputPump(err_r, self.store, run_id, "stderr", cap, self.hub),
         ]
         reader = threading.Thread(
             target=pump_events, args=(ev_r, sink, stop), name=f"events-{run_id[:8]}", daemon=True
@@ -203,7 +206,7 @@ class RunResult:
         self.stdout = stdout
         self.stderr = stderr
 
-    def outcome(self, stderr_path: Path) -> dict[str, Any]:
+    def outcome(self) -> dict[str, Any]:
         """The run row's final fields, from the exit event or, failing that, the launcher."""
         exit_ev = self.sink.exit_event or {}
         timed_out = bool(exit_ev.get("timed_out")) or self.watchdog_fired
@@ -217,7 +220,7 @@ class RunResult:
             "timed_out": timed_out,
             "ended_at": now_iso(),
         }
-        error = _bubble_error(stderr_path) if self.returncode in (125, 126, 127) else None
+        error = _bubble_error(self.stderr.tail) if self.returncode in (125, 126, 127) else None
         if self.cancelled:
             values.update(status=schema.CANCELLED, error="cancelled by a user", hint="run it again")
             if self.returncode < 0 and not exit_ev:
@@ -302,19 +305,28 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _bubble_error(stderr_path: Path) -> str | None:
+def _bubble_error(tail: bytes) -> str | None:
     """The launcher's own error line (`bubble: ...`) from the end of stderr, if any."""
-    try:
-        with open(stderr_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4096))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    for line in reversed(tail.splitlines()):
+    for line in reversed(tail.decode("utf-8", "replace").splitlines()):
         if line.startswith("bubble: "):
             return line[len("bubble: ") :][:500]
     return None
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> Any:
+    """A preexec hook: SIGKILL the launcher when the thread that started it ends (the
+    worker was killed), and end at once if that already happened."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def hook() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(125)
+
+    return hook
 
 
 def orchestrator_notes(result: RunResult, timeout: float) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
@@ -10,6 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 from bubble.jobs import schema
 from bubble.jobs.report import list_item, run_report
 from bubble.jobs.service import Jobs
+from bubble.jobs.store import Store
 from bubble.web.errors import BadRequest, Conflict, NotFound
 from bubble.web.parse import json_body, parse_run
 
@@ -118,20 +120,36 @@ def artifact(run_id: str, artifact_id: str) -> Response:
     art = jobs().store.get_artifact(run_id, artifact_id) if _ID.match(artifact_id) else None
     if art is None:
         raise NotFound(f"run {run_id} has no artifact {artifact_id!r}", "see the run's artifacts")
-    path = jobs().cfg.data_dir / art["path"]
     kind = art["kind"]
     # The download name is ours: run id + kind, never a name the target or client chose.
     name = f"{run_id}{_SUFFIX.get(kind, f'.{artifact_id}.bin')}"
-    return send_file(
-        path,
-        mimetype=_MIMETYPES.get(kind, "application/octet-stream"),
-        as_attachment=True,
-        download_name=name,
-        max_age=0,
-    )
+    mimetype = _MIMETYPES.get(kind, "application/octet-stream")
+    if art["path"]:  # a run from before the store held everything
+        path = jobs().cfg.data_dir / art["path"]
+        return send_file(path, mimetype, as_attachment=True, download_name=name, max_age=0)
+    resp = Response(artifact_body(jobs().store, run_id, art), mimetype=mimetype)
+    resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    resp.headers["Cache-Control"] = "no-cache"
+    return resp
+
+
+def artifact_body(store: Store, run_id: str, art: dict[str, Any]) -> Iterator[bytes]:
+    """An artifact's content from the store, streamed."""
+    if art["kind"] in ("stdout", "stderr"):
+        offset = 0
+        while chunk := store.output_after(run_id, art["kind"], offset, 1 << 20):
+            yield chunk
+            offset += len(chunk)
+    elif art["kind"] == "events":
+        for _, data in store.iter_events(run_id):
+            yield data.encode() + b"\n"
+    else:
+        yield store.get_blob(art["id"]) or b""
 
 
 @bp.get("/api/health")
 def health() -> Response:
     j = jobs()
-    return jsonify({"ok": True, "workers": j.cfg.workers, "queued": j.queue.depth()})
+    body = {"ok": True, "workers": j.cfg.workers, "queued": j.queue.depth()}
+    body["queue"] = "redis" if j.cfg.queue_url else "in-process"
+    return jsonify(body)

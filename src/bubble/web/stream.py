@@ -152,7 +152,6 @@ def _events_json(j: Jobs, run_id: str, after: int, limit: int) -> Response:
 def output(run_id: str) -> Response:
     get_run_or_404(run_id)
     j = jobs()
-    rundir = j.run_dir(run_id)
     header = request.headers.get("Last-Event-ID")
     if header:
         out_text, _, err_text = header.partition(":")
@@ -165,7 +164,7 @@ def output(run_id: str) -> Response:
         final = status is None or status[0] in schema.TERMINAL
         chunks = []
         for i, name in enumerate(("stdout", "stderr")):
-            text, offsets[i] = read_text(rundir / f"{name}.txt", offsets[i], OUTPUT_CHUNK, final)
+            text, offsets[i] = read_text(j.store, run_id, name, offsets[i], OUTPUT_CHUNK, final)
             if text:
                 data = json.dumps({"text": text})
                 chunks.append(f"event: {name}\nid: {offsets[0]}:{offsets[1]}\ndata: {data}\n\n")
