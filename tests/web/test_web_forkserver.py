@@ -24,7 +24,9 @@ def _run(app, cmd: str) -> dict:
 def test_web_runs_go_through_the_fork_server_and_survive_its_death(tmp_path: Path) -> None:
     app = make_app(tmp_path / "d")
     try:
-        fork = jobs_of(app).runner.forkserver
+        executor = jobs_of(app).executor
+        assert executor is not None
+        fork = executor.runner.forkserver
         assert fork is not None and fork.wait_ready(60)
         run = _run(app, "/bin/sh -c 'echo hi > /etc/bubble-nope; exit 4'")
         assert fork.forked == 1
@@ -49,7 +51,8 @@ def test_web_runs_go_through_the_fork_server_and_survive_its_death(tmp_path: Pat
 def test_the_fork_server_can_be_turned_off(tmp_path: Path) -> None:
     app = make_app(tmp_path / "d", FORK_SERVER=False)
     try:
-        assert jobs_of(app).runner.forkserver is None
+        executor = jobs_of(app).executor
+        assert executor is not None and executor.runner.forkserver is None
     finally:
         shutdown(app)
 
