@@ -117,7 +117,8 @@ def test_the_exit_status_is_the_cold_one(server: ForkServer, tmp_path: Path) -> 
         assert launched.wait(60) == cold.returncode == want
 
 
-def test_a_client_that_leaves_takes_its_run_with_it(server: ForkServer, tmp_path: Path) -> None:
+def _sleeper(server: ForkServer) -> tuple[Launched, int]:
+    """A forked launcher running `sleep 60`, and the read end of its events."""
     null = os.open(os.devnull, os.O_RDWR)
     ev_r, ev_w = os.pipe()
     try:
@@ -127,6 +128,11 @@ def test_a_client_that_leaves_takes_its_run_with_it(server: ForkServer, tmp_path
         os.close(null)
         os.close(ev_w)
     assert isinstance(launched, Launched)
+    return launched, ev_r
+
+
+def test_a_client_that_leaves_takes_its_run_with_it(server: ForkServer, tmp_path: Path) -> None:
+    launched, ev_r = _sleeper(server)
     with os.fdopen(ev_r, "rb") as events:
         target = json.loads(events.readline())["pid"]
         launched.conn.close()  # as if the orchestrator died
@@ -159,15 +165,7 @@ def test_a_dead_fork_server_is_restarted_and_refuses_meanwhile(server: ForkServe
 
 
 def test_runs_in_flight_end_with_their_fork_server(server: ForkServer) -> None:
-    null = os.open(os.devnull, os.O_RDWR)
-    ev_r, ev_w = os.pipe()
-    try:
-        args = ["--events-fd", str(ev_w), "--", "/bin/sleep", "60"]
-        launched = server.spawn(args, {"PATH": "/bin"}, "/", [null, null, null, ev_w], [ev_w])
-    finally:
-        os.close(null)
-        os.close(ev_w)
-    assert launched is not None
+    launched, ev_r = _sleeper(server)
     with os.fdopen(ev_r, "rb") as events:
         target = json.loads(events.readline())["pid"]
         assert server.pid is not None
