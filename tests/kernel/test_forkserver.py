@@ -150,7 +150,7 @@ def test_a_dead_fork_server_is_restarted_and_refuses_meanwhile(server: ForkServe
     assert first is not None
     os.kill(first, 9)
     deadline = time.monotonic() + 10
-    while server._proc is not None and server._proc.poll() is None:
+    while server.alive:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert server.spawn(["--", "/bin/true"], {}, "/", [0, 1, 2], []) is None  # start cold

@@ -74,6 +74,9 @@ class ForkServer:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()
+        self._gone = threading.Event()  # the current server's stdout reached EOF: it died
+        self._gone.set()
+        self._pid: int | None = None
         self.starts = 0  # how often it was started (restarts included)
         self.forked = 0  # launchers it forked
         self.start()
@@ -81,11 +84,12 @@ class ForkServer:
     def start(self) -> None:
         """Start (or restart) the server; it is ready a little later, in the background."""
         with self._lock:
-            if self._proc is not None and self._proc.poll() is None:
+            if not self._gone.is_set():
                 return
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
             self._ready = ready = threading.Event()
+            self._gone = gone = threading.Event()
             self._proc = proc = subprocess.Popen(
                 [self.python, "-m", "bubble", "forkserver", self.path],
                 stdin=subprocess.PIPE,
@@ -95,27 +99,39 @@ class ForkServer:
             )
             self.starts += 1
 
-        def await_ready() -> None:
+        def watch() -> None:
+            # The server detaches (it is not below us); its stdout tells us it is ready and,
+            # at EOF, that it died.
             assert proc.stdout is not None
-            if proc.stdout.readline() == b"ready\n":
+            line = proc.stdout.readline().split()
+            if len(line) == 2 and line[0] == b"ready":
+                self._pid = int(line[1])
                 ready.set()
+                proc.stdout.read()
+            ready.clear()
+            gone.set()
+            proc.wait()
 
-        threading.Thread(target=await_ready, name="forkserver-ready", daemon=True).start()
+        threading.Thread(target=watch, name="forkserver-watch", daemon=True).start()
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        """The server's pid once it is ready."""
+        return self._pid
+
+    @property
+    def alive(self) -> bool:
+        return not self._gone.is_set()
 
     def spawn(
         self, args: list[str], env: dict[str, str], cwd: str, fds: list[int], extra: list[int]
     ) -> Launched | None:
         """Fork `bubble run ARGS` with `fds` as its 0, 1, 2 and then each number in `extra`
         (the same descriptors, by number). None: not ready, start cold instead."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if self._gone.is_set():
             self.start()
             return None
         if not self._ready.is_set():
@@ -140,14 +156,12 @@ class ForkServer:
         with self._lock:
             proc, self._proc = self._proc, None
         if proc is not None:
-            assert proc.stdin is not None and proc.stdout is not None
+            assert proc.stdin is not None
             proc.stdin.close()  # EOF: it exits
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
+            if not self._gone.wait(5) and self._pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._pid, signal.SIGKILL)
+                self._gone.wait(5)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

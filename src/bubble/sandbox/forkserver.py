@@ -111,7 +111,7 @@ class Server:
         self.orphans: dict[int, int] = {}  # pidfd -> launcher whose client left
 
     def serve(self) -> None:
-        os.write(1, b"ready\n")
+        os.write(1, f"ready {os.getpid()}\n".encode())
         while True:
             watched = [0, self.listener.fileno(), *self.conns, *self.pidfds, *self.orphans]
             for fd in select.select(watched, [], [])[0]:
@@ -190,5 +190,10 @@ def main(args: list[str]) -> int:
     if len(args) != 1:
         sys.stderr.write("usage: bubble forkserver SOCKET\n")
         return 2
-    Server(args[0]).serve()
+    server = Server(args[0])
+    # Leave the owner's process tree (its runs' trees must be all that is below a worker);
+    # stdin and stdout stay the owner's pipes, so it still ends with its owner.
+    if os.fork():
+        os._exit(0)
+    server.serve()
     return 0
