@@ -15,7 +15,7 @@ from bubble.policy import FLAGS, Policy, convert
 USAGE = """\
 usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--diagnose]
                   [--trace-net] [--peek-tx=N] [--timeout S] [--memory SIZE] [--cpu S]
-                  [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root]
+                  [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root [--keep-caps]]
                   [--policy FILE] [--allow-write DIR]...
                   [--events PATH|- | --events-fd N] -- PROG [ARGS...]
        bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token T]

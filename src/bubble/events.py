@@ -7,10 +7,6 @@ every type and field, and a test keeps the two in step.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
-import sys
 import time
 from dataclasses import dataclass, fields
 
@@ -45,6 +41,9 @@ class Spawn:
     exe: str
     argv: list[str] | None = None
     cwd: str | None = None
+    exe_hex: str | None = None  # the exact bytes, when `exe` is not valid UTF-8
+    argv_hex: list[str] | None = None  # every entry's bytes, when one is not valid UTF-8
+    cwd_hex: str | None = None
     ppid: int | None = None
     syscall: str | None = None
     syscall_no: int | None = None
@@ -68,6 +67,8 @@ class Call:
     decision: str | None = None
     path: str | None = None
     path2: str | None = None
+    path_hex: str | None = None  # the exact bytes, when `path` is not valid UTF-8
+    path2_hex: str | None = None
     flags: str | None = None
     mode: int | None = None
     uid: int | None = None
@@ -116,6 +117,31 @@ class Exit:
     timed_out: bool = False
     limit: str | None = None
     notes: str = ""
+
+
+def exact(text: str) -> tuple[str, str | None]:
+    """Text for an event from a path or argument read as bytes (decoded with
+    surrogateescape): unchanged if it is valid UTF-8; otherwise each undecodable byte shown
+    as `\\xNN`, and the exact bytes in hex beside it, since that text alone cannot be told
+    from a name that really contains a backslash."""
+    if text.isascii():
+        return text, None
+    try:
+        text.encode("utf-8")
+        return text, None
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "backslashreplace"), raw.hex()
+
+
+def exact_list(texts: list[str]) -> tuple[list[str], list[str] | None]:
+    """`exact` for a list (argv): the hex of every entry if any entry needs it."""
+    if all(t.isascii() for t in texts):
+        return texts, None
+    shown = [exact(t) for t in texts]
+    if all(h is None for _, h in shown):
+        return texts, None
+    return [t for t, _ in shown], [t.encode("utf-8", "surrogateescape").hex() for t in texts]
 
 
 Event = Spawn | Call | Msg | Exit
@@ -177,62 +203,3 @@ def serialise(event: Event, seq: int, ts: str) -> str:
             parts.append(f',"{name}":{_json_value(value)}')
     parts.append("}\n")
     return "".join(parts)
-
-
-class EventWriter:
-    """Numbers events and writes them to a file descriptor the target cannot reach.
-
-    Lines are buffered and written by `flush()`, which the supervisor calls whenever it is
-    about to wait, so a flood costs one write per batch while a quiet run still sees each
-    event at once. Writes block rather than drop: an event is never lost.
-    """
-
-    def __init__(self, fd: int, limit: int = 1 << 16) -> None:
-        self.fd = fd
-        self.seq = 0
-        self.clock = Clock()
-        self._parts: list[str] = []
-        self._size = 0
-        self._limit = limit
-        self.broken = False
-
-    def emit(self, event: Event) -> int:
-        self.seq += 1
-        line = serialise(event, self.seq, self.clock.now())
-        self._parts.append(line)
-        self._size += len(line)
-        if self._size >= self._limit:
-            self.flush()
-        return self.seq
-
-    def flush(self) -> None:
-        if not self._parts:
-            return
-        if self.broken:
-            self._parts.clear()
-            self._size = 0
-            return
-        data = "".join(self._parts).encode("utf-8", "backslashreplace")
-        self._parts.clear()
-        self._size = 0
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self.fd, view)
-            except BlockingIOError:
-                # A non-blocking consumer pipe: wait until it drains, never drop.
-                select.select([], [self.fd], [])
-                continue
-            except OSError as err:
-                # The reader is gone (EPIPE) or the sink failed (EIO from a terminal the
-                # target took over): nothing can receive events any more. Say so once and keep
-                # supervising: denials must go on regardless.
-                if not self.broken:
-                    self.broken = True
-                    with contextlib.suppress(OSError):
-                        print(
-                            f"bubble: cannot write events ({err.strerror}); they are lost",
-                            file=sys.stderr,
-                        )
-                return
-            view = view[written:]

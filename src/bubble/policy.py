@@ -37,6 +37,7 @@ class Policy:
     max_output: int | None = None  # bytes of stdout+stderr kept
     user: str | None = None  # target user when run as root (default nobody)
     keep_root: bool = False
+    keep_caps: bool = False  # with --keep-root: keep the administrative capabilities too
     write: tuple[str, ...] = ()  # write scopes: directories (or files) writable beneath
     connect: tuple[str, ...] = ()  # connect scopes: HOST:PORT endpoints
     decide: str | None = None  # decision helper command (the seed's SUPERVISOR_JSON_FD protocol)
@@ -62,6 +63,8 @@ class Policy:
             if value is not None and value <= 0:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} must be positive", f"e.g. {flag} {_EXAMPLES[name]}")
+        if self.keep_caps and not self.keep_root:
+            raise UsageError("--keep-caps needs --keep-root", "add --keep-root or drop --keep-caps")
         if self.keep_root and self.user:
             raise UsageError("--keep-root and --user contradict each other", "pass only one")
         if not 0 < self.decide_timeout <= 3600:
@@ -192,6 +195,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--max-output": ("max_output", "size"),
     "--user": ("user", "str"),
     "--keep-root": ("keep_root", "switch"),
+    "--keep-caps": ("keep_caps", "switch"),
     "--allow-write": ("write", "list"),
     "--decide": ("decide", "str"),
     "--decide-timeout": ("decide_timeout", "seconds"),

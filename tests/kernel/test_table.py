@@ -204,6 +204,9 @@ SYS_ARGS: dict[str, list[str]] = {
     "sched_setparam": ["ppid", "null"],
     "sched_setattr": ["ppid", "null", "0"],
     "ioprio_set": ["1", "ppid", "0"],
+    "adjtimex": ["s:xxxxxxxx"],  # modes 0x78787878: sets
+    "clock_adjtime": ["0", "s:xxxxxxxx"],
+    "syslog": ["8", "null", "99"],  # SYSLOG_ACTION_CONSOLE_LEVEL
 }
 SYS_ROWS = [r for r in TABLE if r.category == "sys"]
 
@@ -517,3 +520,28 @@ def test_execveat_logged(probe):
     )
     [spawn] = [e for e in res.of_type("process.spawn") if e.get("syscall") == "execveat"]
     assert spawn["exe"] == "/bin/true" and res.exit["exit_code"] == 0
+
+
+READS = r"""
+import ctypes, fcntl, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+flags = struct.unpack_from("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH22x", b"lo", 0)))[1]
+print("SIOCGIFFLAGS lo up", bool(flags & 1))
+tx = ctypes.create_string_buffer(208)  # modes 0: only reads the clock state
+print("adjtimex", libc.adjtimex(tx) >= 0)
+print("syslog size", libc.klogctl(10, None, 0) != 0)
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["--keep-root"]], ids=["default", "keep-root"])
+def test_admin_reads_still_work(flags):
+    """The administrative rows deny changes only: the reads of the same families continue,
+    silently (decided on registers, or on the kernel's own capability check)."""
+    res = run_bubble(["/usr/bin/python3", "-c", READS], flags)
+    assert res.stdout.splitlines() == [
+        "SIOCGIFFLAGS lo up True",
+        "adjtimex True",
+        "syslog size True",
+    ], res.stdout + res.stderr
+    assert not res.alerts

@@ -131,3 +131,13 @@ def test_every_row_decodes_any_registers(regs):
             continue
         out = DEC.fields(row, PID, tuple(regs), peek=16)
         assert isinstance(out, dict)
+
+
+def test_exact_text_for_bytes_that_are_not_utf8():
+    from bubble.events import exact, exact_list
+
+    assert exact("/tmp/é") == ("/tmp/é", None)
+    assert exact("/tmp/\\xff") == ("/tmp/\\xff", None)  # a real backslash: exact as it is
+    assert exact(os.fsdecode(b"/tmp/\xff")) == ("/tmp/\\xff", b"/tmp/\xff".hex())
+    assert exact_list(["a", "b"]) == (["a", "b"], None)
+    assert exact_list(["a", os.fsdecode(b"\xfe")]) == (["a", "\\xfe"], ["61", "fe"])

@@ -93,9 +93,11 @@ def test_serialise_shape():
 def test_writer_numbers_without_gaps(tmp_path):
     import os
 
+    from bubble.sandbox.eventlog import EventWriter
+
     path = tmp_path / "ev"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    w = events.EventWriter(fd, limit=100)
+    w = EventWriter(fd, limit=100)
     for i in range(1000):
         w.emit(events.Msg(action="x", message=str(i)))
     w.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 from bubble.policy import Policy
@@ -100,6 +101,19 @@ class Cgroups:
 
     def procs_hit(self) -> bool:
         return self._events("pids", "pids.events").get("max", 0) > 0
+
+    def kill(self) -> None:
+        """SIGKILL every process in the groups: membership is inherited and the target cannot
+        leave, whatever session, process group or state its processes are in."""
+        for path in self.dirs.values():
+            if (path / "cgroup.kill").exists():
+                with contextlib.suppress(OSError):
+                    _write(path / "cgroup.kill", "1")
+                continue
+            with contextlib.suppress(OSError):
+                for pid in (path / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(OSError):
+                        os.kill(int(pid), signal.SIGKILL)
 
     def remove(self) -> None:
         """Delete the groups (all processes are gone by now)."""

@@ -15,7 +15,7 @@ import signal
 from dataclasses import dataclass
 
 from bubble.policy import Policy
-from bubble.sandbox import _abi, landlock, netns
+from bubble.sandbox import _abi, caps, landlock, netns, wire
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import prctl, unshare
 
@@ -45,7 +45,7 @@ class ChildPlan:
 
 def _fail(err_w: int, code: int, message: str) -> None:
     try:
-        os.write(err_w, f"{code} {message}\n".encode())
+        wire.send(err_w, wire.Failed(code, message))
     finally:
         os._exit(code)
 
@@ -122,8 +122,15 @@ def _init(target: int, err_w: int) -> None:
         except ChildProcessError:
             os._exit(0)
         if pid == target:
-            os.write(err_w, f"0 status {status}\n".encode())
+            wire.send(err_w, wire.InitStatus(status))
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _keep_root_powers(policy: Policy) -> None:
+    """--keep-root keeps uid 0 but not the administrative capabilities (unless --keep-caps):
+    after the PID namespace, which needs CAP_SYS_ADMIN, and before exec."""
+    if policy.keep_root and not policy.keep_caps and os.geteuid() == 0:
+        caps.drop_admin()
 
 
 def main(plan: ChildPlan) -> None:
@@ -159,6 +166,7 @@ def main(plan: ChildPlan) -> None:
             os.setgroups([])
             os.setgid(plan.gid)
             os.setuid(plan.uid)
+        _keep_root_powers(policy)
         prctl(_abi.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != plan.parent_pid:
             os._exit(125)  # the supervisor is already gone: never run unsupervised
@@ -179,7 +187,7 @@ def main(plan: ChildPlan) -> None:
     except Exception as err:  # noqa: BLE001 - report anything, a child must never raise
         _fail(plan.err_w, 125, f"sandbox set-up failed: {err!r}")
     try:
-        os.write(plan.ready_w, f"{listener} {int(killable)} {cwd}\n".encode())
+        wire.send(plan.ready_w, wire.Ready(listener, killable, cwd))
         if os.read(plan.go_r, 1) != b"G":
             os._exit(125)  # the parent gave up
         os.close(listener)

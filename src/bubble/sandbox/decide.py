@@ -17,7 +17,7 @@ from bubble.policy import Policy
 from bubble.sandbox.decode import WRITE_INTENT
 from bubble.sandbox.onbehalf import SCOPED as PERFORMED
 from bubble.sandbox.procmem import status_kb
-from bubble.sandbox.syscalls import TTY_IOCTLS, Syscall
+from bubble.sandbox.syscalls import ADMIN_BY_KIND, DENIED_IOCTLS, TTY_IOCTLS, Syscall
 from bubble.scopes import covering
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
@@ -192,6 +192,36 @@ def _in_scope(row: Syscall, ctx: dict[str, Any], write: tuple[str, ...]) -> str 
     return scope
 
 
+def decide_ioctl(
+    row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy, cmd: int
+) -> Decision:
+    """Decided on the request register alone (no memory, no race)."""
+    if cmd in TTY_IOCTLS:
+        return alert(row, nr, pid, ctx)
+    name = DENIED_IOCTLS.get(cmd)
+    if name is not None:
+        return alert(row, nr, pid, {**ctx, "detail": f"{name} ({cmd:#x})"})
+    family = ADMIN_BY_KIND.get(cmd >> 8 & 0xFF)
+    if family is None:
+        # Inode flags and the like: a filesystem mutation.
+        return decide_fs(row, nr, pid, ctx, policy, None)
+    if cmd in family.reads:
+        return Decision(CONTINUE, None)  # reports state only
+    detail = f"{family.name} ioctl {cmd:#x}: {family.note}"
+    return alert(row, nr, pid, {**ctx, "detail": detail})
+
+
+def decide_adjtime(
+    row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy, modes: int | None
+) -> Decision:
+    """adjtimex/clock_adjtime: a read (modes 0) continues when the target cannot hold
+    CAP_SYS_TIME, since then the kernel refuses any setting itself, whatever the target
+    writes into `modes` after our look; with --keep-caps every call is denied and logged."""
+    if modes == 0 and not policy.keep_caps:
+        return Decision(CONTINUE, None)
+    return alert(row, nr, pid, ctx)
+
+
 def decide(
     row: Syscall,
     nr: int,
@@ -207,14 +237,20 @@ def decide(
     if category == "fs":
         return decide_fs(row, nr, pid, ctx, policy, how_flags)
     if category == "exec":
-        argv = ctx.pop("argv", None)
-        exe = ctx.get("path", "")
-        return Decision(
-            CONTINUE, events.Spawn(pid=pid, exe=exe, argv=argv, syscall=row.name, syscall_no=nr)
+        spawn = events.Spawn(
+            pid=pid,
+            exe=ctx.get("path", ""),
+            argv=ctx.get("argv"),
+            exe_hex=ctx.get("path_hex"),
+            argv_hex=ctx.get("argv_hex"),
+            syscall=row.name,
+            syscall_no=nr,
         )
-    if row.name == "ioctl" and args[1] & 0xFFFFFFFF not in TTY_IOCTLS:
-        # Decided on the request register: inode flags are a filesystem mutation.
-        return decide_fs(row, nr, pid, ctx, policy, None)
+        return Decision(CONTINUE, spawn)
+    if row.name == "ioctl":
+        return decide_ioctl(row, nr, pid, ctx, policy, args[1] & 0xFFFFFFFF)
+    if row.rule.startswith("adjtime:"):
+        return decide_adjtime(row, nr, pid, ctx, policy, how_flags)
     if row.rule == "enosys":
         return alert(row, nr, pid, ctx, errno.ENOSYS)
     return alert(row, nr, pid, ctx)

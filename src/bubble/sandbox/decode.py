@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 from _socket import inet_ntop  # the C module: `socket` costs start-up time
 
+from bubble.events import exact, exact_list
 from bubble.sandbox import _abi
 from bubble.sandbox.procmem import TargetMemory, fd_path, resolve, unreadable
 from bubble.sandbox.syscalls import Syscall
@@ -197,6 +198,16 @@ class Decoder:
             out["mode"] = mode & 0o7777
         return flags, out
 
+    def timex_modes(self, pid: int, addr: int) -> tuple[int | None, dict[str, Any]]:
+        """adjtimex/clock_adjtime: the `modes` word of struct timex (None if unreadable; 0
+        means the call only reads) and fields for the event."""
+        try:
+            (modes,) = struct.unpack_from("<I", self.mem.read(pid, addr, 4))
+        except (OSError, struct.error) as err:
+            text = unreadable(err) if isinstance(err, OSError) else "<short timex>"
+            return None, {"detail": f"timex modes {text}"}
+        return modes, {"detail": f"timex modes {modes:#x}"}
+
     def fields(
         self, row: Syscall, pid: int, args: tuple[int, ...], peek: int = 0
     ) -> dict[str, Any]:
@@ -262,6 +273,17 @@ class Decoder:
                 out["detail"] = f"pid {s32(value)}"
             elif role == "cmd":
                 out["detail"] = f"ioctl request {value & 0xFFFFFFFF:#x}"
+        for key in ("path", "path2"):
+            text = out.get(key)
+            if text is not None and not text.isascii():
+                out[key], hexed = exact(text)
+                if hexed is not None:
+                    out[key + "_hex"] = hexed
+        argv = out.get("argv")
+        if argv:
+            out["argv"], argv_hex = exact_list(argv)
+            if argv_hex is not None:
+                out["argv_hex"] = argv_hex
         if "oflags" in roles:
             # open(2) mode is meaningful only when a file may be created.
             flags = args[roles.index("oflags")]

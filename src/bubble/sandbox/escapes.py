@@ -315,6 +315,45 @@ ESCAPES: tuple[Escape, ...] = (
     ),
     Escape("AF_PACKET", "done(sc(41, 17, 3, 0))", "net", syscall="socket"),
     Escape("AF_NETLINK", "done(sc(41, 16, 3, 0))", "net", syscall="socket"),
+    # uid-wide calls: `who` 0 means "every process of my uid", the host's included.
+    Escape("setpriority PRIO_USER", "done(sc(141, 2, 0, 19))", "sys", syscall="setpriority"),
+    Escape(
+        "ioprio_set IOPRIO_WHO_USER", "done(sc(251, 3, 0, 3 << 13))", "sys", syscall="ioprio_set"
+    ),
+    # Administrative calls, made harmless should they get through (a missing interface, a
+    # file that cannot shut down, out-of-range values): logged and denied even for root.
+    Escape(
+        "SIOCSIFFLAGS on an AF_UNIX socket",
+        "import fcntl\ns = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "try:\n    fcntl.ioctl(s, 0x8914, struct.pack('16sH22x', b'bubbleno0', 1)); done('0')\n"
+        "except OSError as e:\n    done(errno.errorcode[e.errno])",
+        "sys",
+        syscall="ioctl",
+    ),
+    Escape(
+        "EXT4_IOC_SHUTDOWN (an _IOR that writes)",
+        "fd = os.open('/proc/self/stat', os.O_RDONLY)\n"
+        "done(sc(16, fd, 0x8004587D, ctypes.byref(ctypes.c_uint32(2))))",
+        "sys",
+        syscall="ioctl",
+    ),
+    Escape(
+        "adjtimex sets the clock",
+        "tx = ctypes.create_string_buffer(208)\n"
+        "struct.pack_into('I', tx, 0, 0x4000)\nstruct.pack_into('q', tx, 88, 1)\n"
+        "done(sc(159, tx))",
+        "sys",
+        syscall="adjtimex",
+    ),
+    Escape(
+        "clock_adjtime sets the clock",
+        "tx = ctypes.create_string_buffer(208)\n"
+        "struct.pack_into('I', tx, 0, 0x4000)\nstruct.pack_into('q', tx, 88, 1)\n"
+        "done(sc(305, 0, tx))",
+        "sys",
+        syscall="clock_adjtime",
+    ),
+    Escape("syslog console level", "done(sc(103, 8, None, 99))", "sys", syscall="syslog"),
     Escape(
         "write the supervisor's memory (--deny-fs=0)",
         "done(sc(257, -100, p(f'/proc/{os.getppid()}/mem'), 2, 0))",

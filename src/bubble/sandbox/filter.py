@@ -18,8 +18,11 @@ from bubble.sandbox import _abi
 from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import syscall
 from bubble.sandbox.syscalls import (
+    ADMIN_IOCTLS,
+    DENIED_IOCTLS,
     FS_IOC_SET_ENCRYPTION_POLICY,
     FS_IOCTL_TYPES,
+    SYSLOG_CHANGES,
     TABLE,
     TTY_IOCTLS,
     UNIX_CONNECTED_TYPES,
@@ -72,6 +75,14 @@ def conditions(
         return [[_type(t)] for t in _UNIX_DATAGRAM_TYPES] if policy.deny_net else []
     if kind == "pid":
         return [[(int(arg), scmp.CMP_NE, 0, 0)]]
+    if kind == "prio":  # "W=U:K": the uid-wide form, or someone else named in register K
+        which, _, who = arg.partition(":")
+        w, u = which.split("=")
+        return [[_eq32(int(w), int(u))], [(int(who), scmp.CMP_NE, 0, 0)]]
+    if kind == "adjtime":
+        return [[]]
+    if kind == "syslog":
+        return [[_eq32(0, action)] for action in SYSLOG_CHANGES]
     if kind == "addr":
         watched = policy.deny_net or tracing or (row.name == "bind" and policy.deny_fs)
         return [[]] if watched else []
@@ -84,7 +95,10 @@ def conditions(
     if kind == "msg":
         return [[]] if policy.deny_net or tracing else []
     if kind == "ioctl":
-        exact = [[_eq32(1, cmd)] for cmd in sorted(TTY_IOCTLS | {FS_IOC_SET_ENCRYPTION_POLICY})]
+        requests = TTY_IOCTLS | {FS_IOC_SET_ENCRYPTION_POLICY, *DENIED_IOCTLS}
+        exact = [[_eq32(1, cmd)] for cmd in sorted(requests)]
+        # Administrative families (netdev, block, loop): every request of the type byte.
+        admin = [[(1, scmp.CMP_MASKED_EQ, 0xFF00, f.kind << 8)] for f in ADMIN_IOCTLS]
         # Filesystem ioctl families ('f', 'v', 'X'): those that pass data in (_IOW/_IOWR)
         # and those that pass none (_IO) can change an inode through a read-only fd.
         families = [
@@ -95,7 +109,7 @@ def conditions(
                 (IOC_DIR | 0xFF00, letter << 8),
             )
         ]
-        return exact + families
+        return exact + families + admin
     if kind == "seccomp":
         return [[_eq32(0, _abi.SECCOMP_SET_MODE_FILTER), _bits(1, _abi.FILTER_FLAG_NEW_LISTENER)]]
     if kind == "signal":

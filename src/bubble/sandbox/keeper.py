@@ -5,18 +5,19 @@ behind stay in the keeper's subtree. Its parent-death signal is the point: if th
 dies (even by SIGKILL), the keeper kills that whole subtree before anything can run on
 unsupervised; with only PDEATHSIG on the target, a daemonised grandchild would survive.
 
-It reports to the supervisor on a pipe: `pid N` once the target is forked, `status RAW MAXRSS`
+It reports to the supervisor on a pipe (`wire`): `Forked` once the target is forked, `Reaped`
 when the target is reaped. It exits once its subtree is empty.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
 
 from bubble.errors import BubbleError
-from bubble.sandbox import _abi, child, tree
+from bubble.sandbox import _abi, child, tree, wire
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import prctl
 
@@ -36,6 +37,30 @@ def start(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> int:
 def _end_subtree(_signum: int, _frame: object) -> None:
     tree.kill_tree(os.getpid())
     os._exit(1)
+
+
+# The supervisor's own clock starts a little later (once the child is ready) and normally
+# ends the run first, with its event; ours ends it when the supervisor cannot, e.g. while a
+# target stalls one of its memory reads (issue 13, finding 5).
+TIMEOUT_GRACE = 0.2  # seconds
+KILL_RETRY = 0.2  # seconds between kill rounds once the time is up
+
+
+def _arm_timeout(seconds: float, report_w: int) -> None:
+    """Kill the subtree when --timeout runs out, and again every KILL_RETRY seconds (a fork
+    bomb racing the kill); tell the supervisor once. Independent of the supervisor's loop."""
+    told = False
+
+    def expired(_signum: int, _frame: object) -> None:
+        nonlocal told
+        tree.kill_tree(os.getpid())
+        if not told:
+            told = True
+            with contextlib.suppress(OSError):
+                wire.send(report_w, wire.TimedOut())
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds + TIMEOUT_GRACE, KILL_RETRY)
 
 
 def _main(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> None:
@@ -58,7 +83,7 @@ def _main(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> None:
             plan.policy, plan.parent_pid, os.getpgrp(), plan.omit, (os.getpid(),)
         )
     except BubbleError as err:
-        os.write(plan.err_w, f"125 {err}\n".encode())
+        wire.send(plan.err_w, wire.Failed(125, str(err)))
         os._exit(125)
     plan = dataclasses.replace(plan, bpf=bpf)
     target = os.fork()
@@ -68,11 +93,13 @@ def _main(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> None:
         child.main(dataclasses.replace(plan, parent_pid=os.getppid()))
     for fd in (plan.ready_w, plan.go_r, plan.err_w, *(plan.stdio or ())):
         os.close(fd)
-    os.write(report_w, f"pid {target}\n".encode())
+    wire.send(report_w, wire.Forked(target))
+    if plan.policy.timeout:
+        _arm_timeout(plan.policy.timeout, report_w)
     while True:
         try:
             pid, status, rusage = os.wait4(-1, 0)
         except ChildProcessError:
             os._exit(0)  # the subtree is empty
         if pid == target:
-            os.write(report_w, f"status {status} {rusage.ru_maxrss}\n".encode())
+            wire.send(report_w, wire.Reaped(status, rusage.ru_maxrss))

@@ -31,6 +31,9 @@ def resolve_program(name: str) -> str:
     return path
 
 
+_LOCKS: list[int] = []  # lock fds of dynamic uids (close-on-exec: no child keeps them)
+
+
 def target_user(policy: Policy) -> tuple[int | None, int | None, str | None]:
     """(uid, gid, name) to drop to, or Nones to keep our identity (DESIGN §2.5)."""
     if os.geteuid() != 0:
@@ -40,6 +43,15 @@ def target_user(policy: Policy) -> tuple[int | None, int | None, str | None]:
     if policy.keep_root:
         return None, None, None
     name = policy.user or "nobody"
+    if name == "dynamic":
+        from bubble.sandbox import dynuser
+
+        try:
+            uid, lock = dynuser.allocate()
+        except OSError as err:
+            raise UsageError(f"--user dynamic: {err}", "name an account with --user") from None
+        _LOCKS.append(lock)  # held until bubble exits: no other run takes this uid meanwhile
+        return uid, uid, f"dynamic:{uid}"
     try:
         entry = pwd.getpwnam(name)
     except KeyError:

@@ -85,7 +85,8 @@ class TargetMemory:
             data, cut = self.read_cstring(pid, addr, limit)
         except OSError as err:
             return unreadable(err)
-        text = data.decode("utf-8", "backslashreplace")
+        # Lossless: the event layer shows undecodable bytes as \xNN *and* gives their hex.
+        text = data.decode("utf-8", "surrogateescape")
         return f"{text}<cut: {cut}>" if cut else text
 
     def pointers(self, pid: int, addr: int, count: int) -> list[int]:

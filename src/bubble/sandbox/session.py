@@ -1,5 +1,9 @@
 """One run in the parent: fork the target, take its listener, supervise, report the end.
 
+The rooms: `wire` (what the child and the keeper tell us), `control` (the run's state and the
+loop's callbacks), `outcome` (exit accounting), `supervisor` (the notification loop); this
+module only wires them together.
+
 The parent is the supervisor. It makes itself non-dumpable first, so a target running as the
 same user can neither ptrace it, read or write its memory, nor take its listener; and a child
 subreaper, so orphaned grandchildren stay ours to supervise, reap and kill.
@@ -18,27 +22,13 @@ from collections.abc import Callable
 
 from bubble import events
 from bubble.policy import Policy
-from bubble.sandbox import _abi, child, keeper, landlock, netns, tree
+from bubble.sandbox import _abi, child, keeper, landlock, netns, wire
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open, prctl
-from bubble.sandbox.limits import Monitor, OutputPump, which_limit
+from bubble.sandbox.control import STOP_SIGNALS, Control
+from bubble.sandbox.eventlog import EventWriter
+from bubble.sandbox.limits import which_limit
+from bubble.sandbox.outcome import account, peak_rss
 from bubble.sandbox.supervisor import Supervisor
-
-TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
-if TYPE_CHECKING:
-    from typing import Any
-
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-KILL_RETRY = 0.2  # seconds between kill rounds once the tree must end
-
-
-def _read_line(fd: int) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").strip()
 
 
 class Session:
@@ -56,130 +46,12 @@ class Session:
         self.argv = argv
         self.path = path
         self.uid, self.gid, self.user = user
-        self.writer = events.EventWriter(events_fd)
-        self.child_pid = 0
-        self.deadline: float | None = None
-        self.timed_out = False
-        self.status: int | None = None  # raw wait status of the target
-        self.keeper_pid = 0
-        self.keeper_rusage: Any = None
-        self.keeper_status = 0
-        self.target_maxrss = 0  # wait4's figure for the target, from the keeper
-        self.error: tuple[int, str] | None = None  # (exit code, message) from the child
-        self.limit: str | None = None  # which limit ended the run
-        self.retry_kill_at: float | None = None  # set once the tree must end
-        self.reaped = False  # our child is reaped: its pid may be reused
-        self.monitor = Monitor(policy)
-        self.pump = OutputPump(policy.max_output) if policy.max_output else None
+        self.writer = EventWriter(events_fd)
+        self.ctl = Control(policy, self.writer)
         self.notes: list[str] = []
 
-    # -- callbacks from the supervisor loop -------------------------------------------------
-    def next_due(self) -> float | None:
-        """When `on_timeout` must run next (monotonic seconds), or None. Called every turn of
-        the supervisor loop, so it allocates nothing."""
-        due = self.monitor.next
-        deadline = None if self.timed_out else self.deadline
-        for t in (deadline, self.retry_kill_at):
-            if t is not None and (due is None or t < due):
-                due = t
-        return due
-
-    def on_timeout(self) -> None:
-        """Whatever is due: another kill round, the --timeout, a monitor sample."""
-        now = time.monotonic()
-        if self.retry_kill_at is not None and now >= self.retry_kill_at:
-            self.kill_all()  # survivors of the last round: a fork bomb racing the kill
-        if self.deadline is not None and not self.timed_out and now >= self.deadline:
-            self.timed_out = True
-            self.limit = self.limit or "timeout"
-            message = f"timed out after {self.policy.timeout:g} s: killing the process tree"
-            self.writer.emit(events.Msg(action="timeout", message=message))
-            self.kill_all()
-        due = self.monitor.next
-        sample = self.monitor.sample(os.getpid()) if due is not None and now >= due else None
-        if sample == "procs" and self.limit is None:
-            self.end_by_limit("procs", f"--max-procs {self.policy.max_procs} reached")
-
-    def kill_all(self) -> None:
-        """SIGKILL the whole tree; again every KILL_RETRY seconds until the run ends."""
-        # The child's pid doubles as its process group; once reaped, the number may be reused.
-        tree.kill_tree(os.getpid(), None if self.reaped else self.child_pid, spare=self.keeper_pid)
-        self.retry_kill_at = time.monotonic() + KILL_RETRY
-
-    def end_by_limit(self, limit: str, why: str) -> None:
-        self.limit = limit
-        self.writer.emit(events.Msg(action="limit", message=f"{why}: killing the process tree"))
-        self.kill_all()
-
-    def on_output(self, fd: int) -> bool:
-        assert self.pump is not None
-        more = self.pump.on_readable(fd)
-        if self.pump.exceeded and self.limit is None:
-            self.end_by_limit("output", f"--max-output {self.pump.limit} bytes reached")
-        return more
-
-    def on_child_message(self, fd: int) -> bool:
-        data = os.read(fd, 4096)
-        for line in data.decode(errors="replace").splitlines():
-            code, _, message = line.partition(" ")
-            if message.startswith("status "):
-                self.status = int(message.split()[1])  # from our PID-namespace init
-            elif code.isdigit():
-                self.error = (int(code), message)
-        return bool(data)
-
-    def on_signal(self, fd: int) -> bool:
-        try:
-            signums = os.read(fd, 512)
-        except BlockingIOError:
-            return True
-        for signum in signums:
-            if signum == signal.SIGCHLD:
-                self.reap()
-            elif signum in _STOP_SIGNALS and not self.timed_out:
-                self.writer.emit(
-                    events.Msg(
-                        action="stop",
-                        message=f"got {signal.Signals(signum).name}: killing the process tree",
-                    )
-                )
-                self.kill_all()
-        return True
-
-    def on_keeper(self, fd: int) -> bool:
-        """The keeper's report: `status RAW MAXRSS` when it reaped the target."""
-        data = os.read(fd, 4096)
-        for line in data.decode(errors="replace").splitlines():
-            word, *values = line.split()
-            if word == "status":
-                self.reaped = True  # the target's pid may be reused from now on
-                self.target_maxrss = int(values[1])
-                if self.status is None:  # under --pidns our init already reported the target's
-                    self.status = int(values[0])
-        return bool(data)
-
-    def reap(self, block: bool = False) -> None:
-        """Collect exited children: the keeper, and orphans that came to us because the keeper
-        died (we are a subreaper too); with `block`, wait for the keeper first."""
-        if block and self.keeper_rusage is None:
-            self._reaped_keeper(*os.wait4(self.keeper_pid, 0)[1:])
-        while True:
-            try:
-                pid, status, rusage = os.wait4(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if pid == self.keeper_pid:
-                self._reaped_keeper(status, rusage)
-
-    def _reaped_keeper(self, status: int, rusage: Any) -> None:
-        self.keeper_rusage = rusage  # includes the target's (the keeper reaped it)
-        self.keeper_status = status  # the target's only if the keeper died before reporting
-
-    # -- the run -------------------------------------------------------------------------------
     def run(self) -> int:
-        policy = self.policy
+        policy, ctl = self.policy, self.ctl
         prctl(_abi.PR_SET_DUMPABLE, 0)
         # The target gets the terminal's foreground: with TOSTOP set it could otherwise stop
         # us (SIGTTOU) the moment we write an event or its output to that terminal.
@@ -187,11 +59,10 @@ class Session:
         prctl(_abi.PR_SET_CHILD_SUBREAPER, 1)
         # Test hook: drop rows from the filter to prove the Landlock backstop on its own.
         self.omitted = [n for n in os.environ.get("BUBBLE_TEST_OMIT_ROWS", "").split(",") if n]
-        self.cgroups = None
         if policy.memory or policy.max_procs:
             from bubble.sandbox.cgroups import Cgroups  # pathlib: only when limits need it
 
-            self.cgroups = Cgroups.create(policy, str(os.getpid()))
+            ctl.cgroups = Cgroups.create(policy, str(os.getpid()))
         fallback = None
         if self.uid is not None:
             fallback = _private_dir("/tmp", "bubble-cwd-")
@@ -199,10 +70,43 @@ class Session:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
         wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for sig in (signal.SIGCHLD, *_STOP_SIGNALS):
+        for sig in (signal.SIGCHLD, *STOP_SIGNALS):
             signal.signal(sig, lambda *_: None)
+        plan = self._plan(fallback, ready_w, go_r, err_w)
+        ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())
+        started = time.monotonic()
+        ctl.keeper_pid = keeper.start(plan, report_w, ours)
+        for fd in (ready_w, go_r, err_w, report_w):
+            os.close(fd)
+        report = wire.Reader(report_r)
+        forked = report.read_one()
+        pid = ctl.child_pid = forked.pid if isinstance(forked, wire.Forked) else 0
+        if ctl.cgroups and pid:
+            ctl.cgroups.add(pid)  # before "go": the target starts inside its limits
+        if not policy.pidns:  # under --pidns our child is the namespace's keeper, not the target
+            ctl.monitor.watch(pid, self.path)
+        if ctl.pump:
+            ctl.pump.parent_started()
+        try:
+            return self._supervise(ready_r, go_w, wire.Reader(err_r), wake_r, report, started)
+        finally:
+            _restore_terminal()
+            signal.set_wakeup_fd(-1)  # before its pipe closes: a late SIGCHLD must not hit it
+            for sig in (signal.SIGCHLD, *STOP_SIGNALS):
+                signal.signal(sig, signal.SIG_DFL)
+            for fd in (ready_r, go_w, err_r, wake_r, wake_w, report_r):
+                os.close(fd)
+            if fallback:
+                with contextlib.suppress(OSError):
+                    os.rmdir(fallback)
+            if ctl.cgroups:
+                ctl.cgroups.remove()
+
+    def _plan(self, fallback: str | None, ready_w: int, go_r: int, err_w: int) -> child.ChildPlan:
+        policy = self.policy
         # Test hook: pretend the kernel has this Landlock ABI (0: none) to exercise the
         # degraded path; the operator's environment only, like BUBBLE_TEST_OMIT_ROWS.
         forced = os.environ.get("BUBBLE_TEST_LANDLOCK_ABI")
@@ -214,7 +118,7 @@ class Session:
         if policy.write and not scoped:
             # Without Landlock a scoped allow would be a CONTINUE on memory: deny them all.
             self.policy = policy = policy.replace(write=())
-        plan = child.ChildPlan(
+        return child.ChildPlan(
             policy=policy,
             path=self.path,
             argv=self.argv,
@@ -228,79 +132,84 @@ class Session:
             go_r=go_r,
             err_w=err_w,
             landlock=(fs, net, scope, scoped),
-            stdio=self.pump.child_fds() if self.pump else None,
-            cgroup=bool(self.cgroups and "memory" in self.cgroups.dirs),
+            stdio=self.ctl.pump.child_fds() if self.ctl.pump else None,
+            cgroup=bool(self.ctl.cgroups and "memory" in self.ctl.cgroups.dirs),
             netns=wall,
         )
-        report_r, report_w = os.pipe2(os.O_CLOEXEC)
-        ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())
-        started = time.monotonic()
-        self.keeper_pid = keeper.start(plan, report_w, ours)
-        for fd in (ready_w, go_r, err_w, report_w):
-            os.close(fd)
-        line = _read_line(report_r).split()
-        pid = self.child_pid = int(line[1]) if line[:1] == ["pid"] else 0
-        if self.cgroups and pid:
-            self.cgroups.add(pid)  # before "go": the target starts inside its limits
-        if not policy.pidns:  # under --pidns our child is the namespace's keeper, not the target
-            self.monitor.watch(pid, self.path)
-        if self.pump:
-            self.pump.parent_started()
-        try:
-            return self._supervise(ready_r, go_w, err_r, wake_r, report_r, started)
-        finally:
-            self._restore_terminal()
-            signal.set_wakeup_fd(-1)  # before its pipe closes: a late SIGCHLD must not hit it
-            for sig in (signal.SIGCHLD, *_STOP_SIGNALS):
-                signal.signal(sig, signal.SIG_DFL)
-            for fd in (ready_r, go_w, err_r, wake_r, wake_w, report_r):
-                os.close(fd)
-            if fallback:
-                with contextlib.suppress(OSError):
-                    os.rmdir(fallback)
-            if self.cgroups:
-                self.cgroups.remove()
-
-    def _drain_keeper(self, report_r: int) -> None:
-        """The keeper has exited: what it still had to say ends in end of file."""
-        with contextlib.suppress(OSError):
-            while self.on_keeper(report_r):
-                pass
 
     def _private_fds(self) -> tuple[int, ...]:
         """Descriptors of ours beyond the pipes: the event sink, the output pump's ends."""
         fds = [self.writer.fd] if self.writer.fd > 2 else []
-        if self.pump:
-            fds += list(self.pump.sinks)
+        if self.ctl.pump:
+            fds += list(self.ctl.pump.sinks)
         return tuple(fds)
 
     def _supervise(
-        self, ready_r: int, go_w: int, err_r: int, wake_r: int, report_r: int, started: float
+        self,
+        ready_r: int,
+        go_w: int,
+        err: wire.Reader,
+        wake_r: int,
+        report: wire.Reader,
+        started: float,
     ) -> int:
-        policy, writer = self.policy, self.writer
-        ready = _read_line(ready_r).split(" ", 2)
-        if len(ready) < 3:
-            self.on_child_message(err_r)
-            self.reap(block=True)
-            self._drain_keeper(report_r)
+        ctl = self.ctl
+        ready = wire.Reader(ready_r).read_one()
+        if not isinstance(ready, wire.Ready):
+            ctl.drain(err)
+            ctl.reap(block=True)
+            ctl.drain(report)
             return self._finish(started, None)
-        listener_no, killable, cwd = int(ready[0]), ready[1] == "1", ready[2]
-        pidfd = pidfd_open(self.child_pid)
+        pidfd = pidfd_open(ctl.child_pid)
         try:
-            listener = pidfd_getfd(pidfd, listener_no)
+            listener = pidfd_getfd(pidfd, ready.listener)
         finally:
             os.close(pidfd)
-        writer.emit(
+        exe, exe_hex = events.exact(self.path)
+        argv, argv_hex = events.exact_list(self.argv)
+        cwd, cwd_hex = events.exact(ready.cwd)
+        self.writer.emit(
             events.Spawn(
-                pid=self.child_pid,
-                exe=self.path,
-                argv=self.argv,
+                pid=ctl.child_pid,
+                exe=exe,
+                argv=argv,
                 cwd=cwd,
+                exe_hex=exe_hex,
+                argv_hex=argv_hex,
+                cwd_hex=cwd_hex,
                 ppid=os.getpid(),
                 action="launcher.start",
                 user=self.user,
             )
         )
+        self._degraded(listener, ready.killable)
+        if self.policy.timeout:
+            ctl.deadline = time.monotonic() + self.policy.timeout
+        exempt = frozenset({ctl.child_pid}) if self.policy.pidns else frozenset()
+        sup = Supervisor(listener, self.policy, self.writer, exempt)
+        watch: dict[int, Callable[[], bool]] = {
+            err.fd: functools.partial(ctl.on_wire, err),
+            wake_r: functools.partial(ctl.on_signal, wake_r),
+            report.fd: functools.partial(ctl.on_wire, report),
+        }
+        for fd in ctl.pump.sinks if ctl.pump else ():
+            watch[fd] = functools.partial(ctl.on_output, fd)
+        os.write(go_w, b"G")
+        try:
+            sup.serve(watch, ctl.next_due, ctl.on_due)
+        except Exception as error:  # noqa: BLE001 - whatever broke, the tree must not run on
+            ctl.error = (125, f"the supervisor failed: {error!r}")
+            ctl.kill_all()
+        finally:
+            os.close(listener)
+        ctl.reap(block=True)
+        ctl.drain(err)
+        ctl.drain(report)
+        ctl.drain_output()
+        return self._finish(started, sup)
+
+    def _degraded(self, listener: int, killable: bool) -> None:
+        """One `sandbox.msg` per missing kernel feature or active test hook."""
         notes = list(self.notes)
         try:
             fcntl.ioctl(listener, _abi.IOCTL_NOTIF_SET_FLAGS, _abi.USER_NOTIF_FD_SYNC_WAKE_UP)
@@ -316,97 +225,54 @@ class Session:
                 f"test hook BUBBLE_TEST_OMIT_ROWS: not mediated: {', '.join(self.omitted)}"
             )
         for note in notes:
-            writer.emit(events.Msg(action="degraded", message=note))
-        if policy.diagnose:
-            writer.emit(events.Msg(action="diagnose", message=_diagnose_note()))
-        if policy.timeout:
-            self.deadline = time.monotonic() + policy.timeout
-        exempt = frozenset({self.child_pid}) if policy.pidns else frozenset()
-        sup = Supervisor(listener, policy, writer, exempt)
-        watch: dict[int, Callable[[], bool]] = {
-            err_r: functools.partial(self.on_child_message, err_r),
-            wake_r: functools.partial(self.on_signal, wake_r),
-            report_r: functools.partial(self.on_keeper, report_r),
-        }
-        for fd in self.pump.sinks if self.pump else ():
-            watch[fd] = functools.partial(self.on_output, fd)
-        os.write(go_w, b"G")
-        try:
-            sup.serve(watch, self.next_due, self.on_timeout)
-        except Exception as err:  # noqa: BLE001 - whatever broke, the tree must not run on
-            self.error = (125, f"the supervisor failed: {err!r}")
-            self.kill_all()
-        finally:
-            os.close(listener)
-        self.reap(block=True)
-        self.on_child_message_nonblocking(err_r)
-        self._drain_keeper(report_r)
-        self._drain_output()
-        return self._finish(started, sup)
-
-    def _drain_output(self) -> None:
-        """Every process is gone: what is left in the output pipes ends in EOF."""
-        if self.pump is None:
-            return
-        for fd in list(self.pump.sinks):
-            with contextlib.suppress(OSError):
-                while self.on_output(fd):
-                    pass
-
-    def on_child_message_nonblocking(self, fd: int) -> None:
-        os.set_blocking(fd, False)
-        with contextlib.suppress(BlockingIOError):
-            self.on_child_message(fd)
+            self.writer.emit(events.Msg(action="degraded", message=note))
+        if self.policy.diagnose:
+            self.writer.emit(events.Msg(action="diagnose", message=_diagnose_note()))
 
     def _finish(self, started: float, sup: Supervisor | None) -> int:
+        ctl = self.ctl
         duration_ms = int((time.monotonic() - started) * 1000)
-        status = self.status if self.status is not None else self.keeper_status
-        code: int | None = None
-        sig: int | None = None
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            result = 128 + sig
-        else:
-            code = result = os.WEXITSTATUS(status)
-        # Peak memory as seen at exit_group and by sampling; wait4's figure only as a last
-        # resort, since it also holds the launcher's memory from before exec.
-        seen = max(sup.max_rss_kb if sup else 0, self.monitor.rss_kb)
-        rss = seen or self.target_maxrss
-        if self.error is not None and self.error[0] != 0:
-            result = code = self.error[0]
-            self.writer.emit(events.Msg(action="error", message=self.error[1], pid=self.child_pid))
-            sys.stderr.write(f"bubble: {self.error[1]}\n")
-        r = self.keeper_rusage
+        status = ctl.status if ctl.status is not None else ctl.keeper_status
+        seen = max(sup.max_rss_kb if sup else 0, ctl.monitor.rss_kb)
+        r = ctl.keeper_rusage
         cpu_used = (r.ru_utime + r.ru_stime) if r else 0.0
-        limit = self.limit or which_limit(
-            self.policy, sig, cpu_used, self.cgroups, self.monitor, sup.max_vm_kb if sup else 0
+        signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        limit = ctl.limit or which_limit(
+            self.policy, signalled, cpu_used, ctl.cgroups, ctl.monitor, sup.max_vm_kb if sup else 0
         )
-        notes = f"exit={code}" if sig is None else f"signal={sig}"
-        if self.pump and self.pump.dropped:
-            notes += f" output_kept={self.pump.kept} output_dropped={self.pump.dropped}"
-        if limit:
-            notes += f" limit={limit}"
+        pump = ctl.pump
+        end = account(
+            status,
+            ctl.error,
+            limit,
+            peak_rss(seen, ctl.target_maxrss),
+            (pump.kept, pump.dropped) if pump else None,
+        )
+        if ctl.error is not None and ctl.error[0] != 0:
+            self.writer.emit(events.Msg(action="error", message=ctl.error[1], pid=ctl.child_pid))
+            sys.stderr.write(f"bubble: {ctl.error[1]}\n")
         self.writer.emit(
             events.Exit(
-                pid=self.child_pid,
-                exit_code=code,
-                signal=sig,
+                pid=ctl.child_pid,
+                exit_code=end.exit_code,
+                signal=end.signal,
                 duration_ms=duration_ms,
-                max_rss_kb=rss,
-                timed_out=self.timed_out,
+                max_rss_kb=end.max_rss_kb,
+                timed_out=ctl.timed_out,
                 limit=limit,
-                notes=f"{notes} max_rss_kb={rss}",
+                notes=end.notes,
             )
         )
-        self.writer.flush()
-        return result
+        self.writer.close()
+        return end.result
 
-    def _restore_terminal(self) -> None:
-        with contextlib.suppress(OSError):
-            if os.isatty(0) and os.tcgetpgrp(0) != os.getpgrp():
-                old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-                os.tcsetpgrp(0, os.getpgrp())
-                signal.signal(signal.SIGTTOU, old)
+
+def _restore_terminal() -> None:
+    with contextlib.suppress(OSError):
+        if os.isatty(0) and os.tcgetpgrp(0) != os.getpgrp():
+            old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            os.tcsetpgrp(0, os.getpgrp())
+            signal.signal(signal.SIGTTOU, old)
 
 
 def _private_dir(parent: str, prefix: str) -> str:

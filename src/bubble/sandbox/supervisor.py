@@ -1,8 +1,12 @@
 """The supervisor loop: receive a notification, decode, decide, answer, record.
 
-Single-threaded and never blocked by the target: memory reads are bounded, the answer is sent
-before the event is written, and the loop ends when the listener reports POLLHUP (no task uses
-the filter any more), however many descendants the target left behind.
+One loop thread serves the listener, and the answer is sent before the event is written; the
+loop ends when the listener reports POLLHUP (no task uses the filter any more), however many
+descendants the target left behind. Memory reads are bounded in size *and* in time: a read
+of a page the target keeps from resolving (userfaultfd, a FUSE file) sleeps in the kernel,
+killable only. So the calling thread watches the loop thread: a notification that takes more
+than READ_BOUND is answered EPERM without its context (`<unreadable: ETIMEDOUT>`) and a new
+loop thread takes over; the stuck one ends, unheard, when its read does.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import functools
 import os
 import select
 import struct
+import threading
 import time
 from collections.abc import Callable
 
@@ -24,6 +30,7 @@ from bubble.sandbox._libc import pidfd_getfd, pidfd_open
 from bubble.sandbox.decide import CONTINUE, DENY, DONE, INJECT, PERFORM, Decision, alert, decide
 from bubble.sandbox.decider import Decider
 from bubble.sandbox.decode import Decoder
+from bubble.sandbox.eventlog import EventWriter
 from bubble.sandbox.held import HeldCalls
 from bubble.sandbox.netpolicy import NetPolicy
 from bubble.sandbox.onbehalf import Outside, carry_out
@@ -35,6 +42,9 @@ _ZERO = bytes(_abi.NOTIF_SIZE)
 _U64 = struct.Struct("<Q")
 _NON_NATIVE_EXIT = frozenset({"exit", "exit_group"})
 _UNKNOWN = Syscall("unknown", -1, "sys", (), "sys")
+READ_BOUND = 1.0  # seconds one notification may take; decoding normally takes microseconds
+MAX_STALLS = 8  # stuck loop threads tolerated in one run before the supervisor gives up
+TIMED_OUT = "<unreadable: ETIMEDOUT>"
 
 
 def _tty_nr(pid: int) -> int | None:
@@ -54,7 +64,7 @@ class Supervisor:
         self,
         listener: int,
         policy: Policy,
-        writer: events.EventWriter,
+        writer: EventWriter,
         exempt: frozenset[int] = frozenset(),
     ) -> None:
         self.listener = listener
@@ -72,6 +82,13 @@ class Supervisor:
         self._resp = bytearray(_abi.RESP_SIZE)
         self._id = bytearray(8)
         self._names: dict[tuple[int, int], str] = {}
+        # Stall guard: the notification being handled, and the loop generation; a rescued
+        # (abandoned) loop thread sees a newer generation and stops without answering.
+        self._current: tuple[int, ...] | None = None
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._failure: BaseException | None = None
+        self.stalls = 0
         self.held = _held_calls(self, policy)
 
     # -- answering ---------------------------------------------------------------------------
@@ -129,7 +146,7 @@ class Supervisor:
             os.close(fd)
 
     # -- one notification --------------------------------------------------------------------
-    def handle(self) -> None:
+    def handle(self, generation: int = 0) -> None:
         buf = self._buf
         buf[:] = _ZERO  # the kernel rejects a non-zeroed buffer with EINVAL
         try:
@@ -138,7 +155,7 @@ class Supervisor:
             if err.errno in (errno.ENOENT, errno.EINTR):
                 return  # the caller went away between poll and receive
             raise
-        notif = _abi.NOTIF.unpack(buf)
+        notif = self._current = _abi.NOTIF.unpack(buf)
         nid, pid, nr, arch, args = notif[0], notif[1], notif[3], notif[4], notif[6:]
         self.handled += 1
         if arch != _abi.AUDIT_ARCH_X86_64 or nr & _abi.X32_SYSCALL_BIT:
@@ -148,18 +165,29 @@ class Supervisor:
             if row.category == "internal":
                 if pid not in self.exempt:
                     self._exiting(pid)
-                self._send(nid, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
+                with self._lock:
+                    if generation == self._generation:
+                        self._current = None
+                        self._send(nid, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
                 return
             decision = self._native(row, pid, nr, args)
-        self._answer(nid, pid, nr, args, decision)
+        with self._lock:
+            if generation != self._generation:
+                return  # we stalled: the watcher has answered this one and taken over
+            self._current = None
+            self._answer(nid, pid, nr, args, decision)
 
     def _native(self, row: Syscall, pid: int, nr: int, args: tuple[int, ...]) -> Decision:
-        ctx = self.decoder.fields(row, pid, args, self.policy.peek_tx)
+        decoder = self.decoder  # once: after a stall the watcher gives the next loop a new one
+        ctx = decoder.fields(row, pid, args, self.policy.peek_tx)
         if row.category == "net":
             return self.net.decide(row, nr, pid, ctx, args)
         how_flags = None
         if row.name == "openat2":
-            how_flags, extra = self.decoder.open_how(pid, args[2])
+            how_flags, extra = decoder.open_how(pid, args[2])
+            ctx.update(extra)
+        elif row.rule.startswith("adjtime:"):
+            how_flags, extra = decoder.timex_modes(pid, args[int(row.rule[8:])])
             ctx.update(extra)
         return decide(row, nr, pid, ctx, self.policy, args, how_flags)
 
@@ -178,7 +206,8 @@ class Supervisor:
         if name in _NON_NATIVE_EXIT:
             return Decision(CONTINUE, None)  # let it end: never kill by policy
         row = BY_NAME.get(name)
-        ctx = self.decoder.fields(row, pid, args) if row and row.category in ("fs", "net") else {}
+        decoder = self.decoder  # once (see _native)
+        ctx = decoder.fields(row, pid, args) if row and row.category in ("fs", "net") else {}
         ctx["arch"] = arch_name
         ctx["detail"] = f"non-native ABI ({arch_name}): denied"
         return alert(
@@ -294,7 +323,40 @@ class Supervisor:
             return args[2] & 0xFFFFFFFF
         return os.O_WRONLY  # openat2: its flags are in memory; write-only is the safe reading
 
-    # -- the loop ----------------------------------------------------------------------------
+    # -- the stall guard ---------------------------------------------------------------------
+    def _rescue(self, stuck: tuple[int, ...]) -> bool:
+        """Answer the notification `stuck` has been on for too long, and retire its loop
+        thread. False if it finished meanwhile."""
+        # The loop thread holds the lock while it answers: a read that stalls *there* (an
+        # on-behalf operation rereading the path) cannot be taken over safely; --timeout,
+        # on the keeper's clock, still ends it.
+        if not self._lock.acquire(timeout=0.01):
+            return False
+        try:
+            if self._current is not stuck:
+                return False
+            self._generation += 1
+            self._current = None
+        finally:
+            self._lock.release()
+        self.stalls += 1
+        self.decoder = Decoder()  # the stuck thread keeps the old one, buffer and all
+        self.net.decoder = self.decoder
+        nid, pid, nr, arch, args = stuck[0], stuck[1], stuck[3], stuck[4], stuck[6:]
+        native = arch == _abi.AUDIT_ARCH_X86_64 and not nr & _abi.X32_SYSCALL_BIT
+        row = BY_NR.get(nr, _UNKNOWN) if native else _UNKNOWN
+        ctx: dict[str, object] = {
+            "detail": f"{TIMED_OUT}: the target's memory did not answer within {READ_BOUND:g} s "
+            "(a page it keeps from resolving); denied without its context"
+        }
+        for role in ("path", "path2"):
+            if role in row.args:
+                ctx[role] = TIMED_OUT
+        self._answer(nid, pid, nr, args, alert(row, nr, pid, ctx, category=row.category))
+        if self.stalls >= MAX_STALLS:
+            raise RuntimeError(f"{self.stalls} reads of target memory stalled")
+        return True
+
     def serve(
         self,
         extra: dict[int, Callable[[], bool]],
@@ -303,19 +365,62 @@ class Supervisor:
     ) -> None:
         """Serve until no task uses the filter. `extra`: other fds to watch (fd -> callback
         returning False at end of file); `next_due()`: the monotonic time at which `on_due`
-        must run next (a timeout, a sample), or None."""
+        must run next (a timeout, a sample), or None.
+
+        The loop runs in a thread of its own; this thread only watches that no notification
+        takes longer than READ_BOUND (from when it first saw it: 1 to 1.5 s), checking every
+        half of it (joins cost nothing)."""
         held = self.held
         if held is not None:
             extra = {**extra, held.fileno(): held.on_readable}
             next_due, on_due = _with_held(held, next_due, on_due)
         try:
-            self._loop(extra, next_due, on_due)
+            self._guarded(extra, next_due, on_due)
         finally:
             if held is not None:
                 held.close()
 
+    def _guarded(
+        self,
+        extra: dict[int, Callable[[], bool]],
+        next_due: Callable[[], float | None],
+        on_due: Callable[[], None],
+    ) -> None:
+        while True:
+            generation = self._generation
+            loop = threading.Thread(
+                target=self._loop_thread,
+                args=(
+                    generation,
+                    functools.partial(self._loop, generation, extra, next_due, on_due),
+                ),
+                name="bubble-supervisor",
+                daemon=True,  # a stuck one must not keep the process from exiting
+            )
+            loop.start()
+            seen, since = None, 0.0
+            while True:
+                loop.join(READ_BOUND / 2)
+                if not loop.is_alive():
+                    if self._failure is not None:
+                        raise self._failure
+                    return
+                current = self._current
+                if current is None or current is not seen:
+                    seen, since = current, time.monotonic()  # a new notification: clock it
+                elif time.monotonic() - since >= READ_BOUND and self._rescue(current):
+                    break  # start a new loop thread
+
+    def _loop_thread(self, generation: int, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        except BaseException as err:  # noqa: BLE001 - handed to the watching thread
+            if generation == self._generation:
+                self._failure = err
+
     def _loop(
         self,
+        generation: int,
         extra: dict[int, Callable[[], bool]],
         next_due: Callable[[], float | None],
         on_due: Callable[[], None],
@@ -325,7 +430,7 @@ class Supervisor:
         for fd in extra:
             poller.register(fd, select.POLLIN)
         monotonic = time.monotonic
-        while True:
+        while generation == self._generation:
             # Under a flood the next notification is usually already waiting: handle it
             # first and write events in batches; flush only before we would block, so a
             # quiet run still shows each event at once. What is due is checked every turn,
@@ -344,7 +449,9 @@ class Supervisor:
             for fd, mask in ready:
                 if fd == self.listener:
                     if mask & select.POLLIN:
-                        self.handle()
+                        self.handle(generation)
+                        if generation != self._generation:
+                            return  # we stalled: a new loop thread serves now
                     elif mask & (select.POLLHUP | select.POLLERR):
                         self.writer.flush()
                         return

@@ -38,8 +38,17 @@ Rules (what puts the call in the filter; see filter.py):
   enosys      always notified and answered ENOSYS (io_uring bypasses seccomp)
   signal:K    notified when register K names the supervisor (pid, -1 or its group)
   pid:K       notified when register K names another process than the caller (not 0)
-  ioctl       notified for TIOCSTI / TIOCLINUX (keystroke injection into the terminal) and
-              the filesystem ioctl families 'f', 'v', 'X' that write (inode changes; category fs)
+  prio:W=U:K  notified when register W selects the uid-wide form (value U: "every process of
+              my uid", which reaches the host's other processes of that uid and, unprivileged,
+              the supervisor) or register K names someone else than the caller (not 0)
+  adjtime:K   always notified: the modes word of the struct at register K decides whether the
+              call reads or sets the clock (see decide.py)
+  syslog      notified for the actions that change kernel log state (clear, console on/off,
+              console level); reading is left to the kernel's own dmesg_restrict check
+  ioctl       notified for TIOCSTI / TIOCLINUX (keystroke injection into the terminal), the
+              filesystem ioctl families 'f', 'v', 'X' that write (inode changes; category fs),
+              EXT4_IOC_SHUTDOWN, USERFAULTFD_IOC_NEW, and the administrative families in
+              ADMIN_IOCTLS (netdev, block, loop), where only the listed reads continue
   seccomp     notified for a filter that asks for a second notification listener
   exit        internal: notified to read the exiting process's peak RSS, then CONTINUE
 """
@@ -275,8 +284,8 @@ TABLE: tuple[Syscall, ...] = (
         141,
         "sys",
         "- pid -",
-        "pid:1",
-        "another process's priority: could starve the supervisor",
+        "prio:0=2:1",
+        "another process's priority, or every process of the uid (PRIO_USER, who 0 = mine): could starve the supervisor or renice the host's processes",
     ),
     _row(
         "sched_setscheduler",
@@ -288,7 +297,31 @@ TABLE: tuple[Syscall, ...] = (
     ),
     _row("sched_setparam", 142, "sys", "pid -", "pid:0", "as sched_setscheduler"),
     _row("sched_setattr", 314, "sys", "pid - -", "pid:0", "as sched_setscheduler"),
-    _row("ioprio_set", 251, "sys", "- pid -", "pid:1", "another process's I/O priority"),
+    _row(
+        "ioprio_set",
+        251,
+        "sys",
+        "- pid -",
+        "prio:0=3:1",
+        "another process's I/O priority, or every process of the uid (IOPRIO_WHO_USER)",
+    ),
+    _row(
+        "adjtimex",
+        159,
+        "sys",
+        "-",
+        "adjtime:0",
+        "a non-zero modes word sets the clock or NTP state (CAP_SYS_TIME, kept with --keep-caps)",
+    ),
+    _row("clock_adjtime", 305, "sys", "- -", "adjtime:1", "as adjtimex"),
+    _row(
+        "syslog",
+        103,
+        "sys",
+        "- - -",
+        "syslog",
+        "clearing the kernel log and console log level or on/off (CAP_SYSLOG)",
+    ),
     _row(
         "pidfd_send_signal",
         424,
@@ -311,6 +344,62 @@ TABLE: tuple[Syscall, ...] = (
 
 # ioctl requests the filter routes (DESIGN §2.3: keystroke injection; inode changes).
 TTY_IOCTLS = frozenset({0x5412, 0x541C})  # TIOCSTI, TIOCLINUX
+# _IOR('X', 125, __u32): ext4, xfs and f2fs shut the filesystem down. An _IOR that writes,
+# so the 'X' family rule (writes only) does not catch it.
+EXT4_IOC_SHUTDOWN = 0x8004587D
+USERFAULTFD_IOC_NEW = 0xAA00  # /dev/userfaultfd: a page fault handler that can stall us
+# Always denied whatever the fd, decided on the request register (category sys).
+DENIED_IOCTLS = {EXT4_IOC_SHUTDOWN: "EXT4_IOC_SHUTDOWN", USERFAULTFD_IOC_NEW: "USERFAULTFD_IOC_NEW"}
+
+
+@dataclass(frozen=True, slots=True)
+class IoctlFamily:
+    """An administrative ioctl family: every request of type byte `kind` is routed; the
+    `reads` continue (they only report state), every other request is denied and alerted.
+    Decided on the request register alone: no memory, no race."""
+
+    name: str
+    kind: int  # the type byte: bits 8-15 of the request
+    reads: frozenset[int]
+    note: str
+
+
+ADMIN_IOCTLS: tuple[IoctlFamily, ...] = (
+    IoctlFamily(
+        "netdev",
+        0x89,
+        frozenset(
+            # SIOCGIF* and the socket's own state (FIOGETOWN, SIOCGPGRP, SIOCATMARK, stamps)
+            {0x8903, 0x8904, 0x8905, 0x8906, 0x8907, 0x8910, 0x8912, 0x8913, 0x8915, 0x8917}
+            | {0x8919, 0x891B, 0x891D, 0x891F, 0x8921, 0x8925, 0x8927, 0x8929, 0x8933, 0x8935}
+            | {0x8938, 0x8940, 0x8942, 0x8947, 0x8948, 0x894B, 0x894C, 0x8954, 0x8961, 0x8970}
+            | {0x8982, 0x89B1, 0x8901, 0x8902}  # FIOSETOWN/SIOCSPGRP: this socket's SIGIO owner
+        ),
+        "SIOCSIF*, routes, ARP, bridges: interface settings reachable from any socket",
+    ),
+    IoctlFamily(
+        "block",
+        0x12,
+        frozenset(
+            # BLKROGET, BLKGETSIZE, BLKRAGET, BLKFRAGET, BLKSECTGET, BLKSSZGET, BLKIOMIN,
+            # BLKIOOPT, BLKALIGNOFF, BLKPBSZGET, BLKDISCARDZEROES, BLKROTATIONAL,
+            # BLKBSZGET, BLKGETSIZE64, BLKGETDISKSEQ, BLKGETZONESZ, BLKGETNRZONES
+            {0x125E, 0x1260, 0x1263, 0x1265, 0x1267, 0x1268, 0x1278, 0x1279, 0x127A}
+            | {0x127B, 0x127C, 0x127E, 0x80081270, 0x80081272, 0x80081280, 0x80041284}
+            | {0x80041285}
+        ),
+        "BLKRRPART, BLKPG, BLKROSET, BLKFLSBUF, BLKDISCARD, ...: partitions and devices",
+    ),
+    IoctlFamily(
+        "loop",
+        0x4C,
+        frozenset({0x4C03, 0x4C05}),  # LOOP_GET_STATUS, LOOP_GET_STATUS64
+        "LOOP_CTL_ADD/GET_FREE (even on a read-only /dev/loop-control), LOOP_SET_FD, ...",
+    ),
+)
+ADMIN_BY_KIND: dict[int, IoctlFamily] = {f.kind: f for f in ADMIN_IOCTLS}
+# syslog(2) actions that change state: READ_CLEAR, CLEAR, CONSOLE_OFF, CONSOLE_ON, CONSOLE_LEVEL
+SYSLOG_CHANGES = (4, 5, 6, 7, 8)
 # AF_UNIX socket types that cannot address a named socket: stream (1) and seqpacket (5).
 # Every other type (datagram, and raw, which AF_UNIX turns into datagram) is refused under
 # --deny-net=1; an inherited one is caught at sendto/sendmsg/sendmmsg, which are notified.
@@ -369,8 +458,6 @@ EXCLUDED: dict[str, str] = {
     "pkey_free": "memory protection keys of the caller's own memory",
     "timer_settime": "a timer of the caller",
     "timerfd_settime": "a timer of the caller",
-    "adjtimex": "setting the clock needs CAP_SYS_TIME; reading is harmless",
-    "clock_adjtime": "as adjtimex",
     "landlock_create_ruleset": "Landlock only ever restricts the caller",
     "landlock_add_rule": "Landlock only ever restricts the caller",
     "landlock_restrict_self": "Landlock only ever restricts the caller",

@@ -20,7 +20,13 @@ _RULES = {
     "listen": "--deny-net=1",
     "sendto": "--deny-net=1; --trace-net with a destination (always with --peek-tx)",
     "msg": "--deny-net=1 or --trace-net",
-    "ioctl": "TIOCSTI, TIOCLINUX; writing or argument-less 'f', 'v', 'X' ioctls",
+    "ioctl": (
+        "TIOCSTI, TIOCLINUX; writing or argument-less 'f', 'v', 'X' ioctls; "
+        "EXT4_IOC_SHUTDOWN, USERFAULTFD_IOC_NEW; every netdev (0x89), block (0x12) and "
+        "loop (0x4C) request (their reads continue)"
+    ),
+    "adjtime": "always; a read (modes 0) continues unless --keep-caps",
+    "syslog": "actions that clear the log or change the console (4-8)",
     "seccomp": "a filter asking for a listener",
     "exit": "always (internal, no event)",
 }
@@ -34,6 +40,10 @@ def _rule(rule: str) -> str:
         return f"arg {arg} is the supervisor, its group, or -1"
     if kind == "pid":
         return f"arg {arg} names another process (not 0)"
+    if kind == "prio":
+        which, _, who = arg.partition(":")
+        w, u = which.split("=")
+        return f"arg {w} is {u} (every process of the uid), or arg {who} is not 0"
     return _RULES[kind]
 
 

@@ -1,12 +1,19 @@
 """The target's process tree: find every descendant and end them all.
 
-The launcher is a child subreaper, so orphans are re-parented to it and stay findable.
+The launcher and the keeper are child subreapers, so orphans are re-parented to them and stay
+findable by parent links, whatever session or process group they moved to.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+
+
+def _state(stat: bytes) -> bytes:
+    # comm may contain spaces and parentheses: the fields start after the last ')'.
+    end = stat.rfind(b")")
+    return stat[end + 2 : end + 3]
 
 
 def children_map() -> dict[int, list[int]]:
@@ -20,7 +27,6 @@ def children_map() -> dict[int, list[int]]:
                 stat = fh.read()
         except OSError:
             continue  # gone meanwhile
-        # comm may contain spaces and parentheses: the fields start after the last ')'.
         fields = stat[stat.rfind(b")") + 2 :].split()
         tree.setdefault(int(fields[1]), []).append(int(name))
     return tree
@@ -37,14 +43,34 @@ def descendants(root: int) -> list[int]:
     return out
 
 
+def alive(pid: int) -> bool:
+    """Whether any thread of process `pid` still runs. The leader's own state is not enough:
+    a leader that ended with SYS_exit shows `Z` while its other threads run on (KERNEL-NOTES
+    trap 17), so every task is looked at."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", "rb") as fh:
+                if _state(fh.read()) not in (b"Z", b"X"):
+                    return True
+        except OSError:
+            continue  # that thread is gone
+    return False
+
+
 def kill_tree(
     root: int, pgid: int | None = None, spare: int | None = None, rounds: int = 200
 ) -> int:
-    """SIGKILL every descendant of `root` (and process group `pgid`) until none is left;
-    `spare` (our keeper) is left alive, its descendants are not.
+    """SIGKILL every descendant of `root` (and process group `pgid`) until none is left
+    alive; `spare` (our keeper) is left alive, its descendants are not.
 
-    Returns how many signals were sent. Repeats because a fork bomb keeps forking while we
-    scan; SIGKILL'd processes cannot fork, so each round shrinks what is left.
+    Returns how many signals were sent. Every descendant is signalled whatever its state (a
+    SIGKILL to a real zombie is harmless; to a `Z` leader with live threads it ends them all).
+    Repeats because a fork bomb keeps forking while we scan; SIGKILL'd processes cannot
+    fork, so each round shrinks what is left.
     """
     sent = 0
     for _ in range(rounds):
@@ -54,22 +80,13 @@ def kill_tree(
                 sent += 1
             except OSError:
                 pass  # group already empty
-        alive = [p for p in descendants(root) if p != spare and not _is_zombie(p)]
-        if not alive:
-            return sent
-        for pid in alive:
+        found = [p for p in descendants(root) if p != spare]
+        for pid in found:
             try:
                 os.kill(pid, signal.SIGKILL)
                 sent += 1
             except OSError:
                 pass  # exited meanwhile
+        if not any(alive(p) for p in found):
+            return sent
     return sent
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return True
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")
