@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import _socket
 import collections
+import contextlib
+import ctypes
+import dataclasses
 import errno
 import fcntl
 import os
@@ -24,6 +27,7 @@ import threading
 
 from bubble import events
 from bubble.sandbox import _abi
+from bubble.sandbox.netpolicy import sock_copy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,25 +40,27 @@ SOCK_STREAM = 1
 
 
 class Connector:
-    def __init__(self, sup: Supervisor) -> None:
+    def __init__(self, sup: Supervisor, ours: set[int]) -> None:
         self.sup = sup
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.lock = threading.Lock()
         # (notification, target fd, our socket, errno, event, close-on-exec)
-        self.done: collections.deque[
-            tuple[int, int, _socket.socket, int, events.Call, bool]
-        ] = collections.deque()
+        self.done: collections.deque[tuple[int, int, _socket.socket, int, events.Call, bool]] = (
+            collections.deque()
+        )
         self.waiting = 0
-        self.ours: set[int] = set()  # inodes of the sockets we installed
+        self.ours = ours  # inodes of the sockets we installed (NetPolicy lets their sends go)
 
     def fileno(self) -> int:
         return self.wake_r
 
-    def start(
-        self, nid: int, pid: int, fd: int, copy: _socket.socket, event: events.Call
-    ) -> events.Call | None:
-        """Connect for call `nid` of `pid` (its socket `fd`; `copy` a copy of it that we own
-        and close). Returns the event when answered now, None when a thread will finish it."""
+    def start(self, nid: int, pid: int, fd: int, event: events.Call) -> events.Call | None:
+        """Connect for call `nid` of `pid` on its socket `fd`. Returns the event when answered
+        now, None when a thread will finish it."""
+        fd = ctypes.c_int32(fd).value
+        copy = sock_copy(pid, fd)
+        if copy is None:  # no socket (or gone): what the kernel would say
+            return self._answer(nid, fd, None, errno.ENOTSOCK, event, False)
         peer, port = str(event.peer), int(event.port or 0)
         family, kind, proto = copy.family, copy.type & 0xF, copy.proto
         nonblock = bool(fcntl.fcntl(copy.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
@@ -64,8 +70,8 @@ class Connector:
             peer = "::ffff:" + peer
         try:
             sock = _socket.socket(family, kind, proto)
-        except OSError as err:
-            return self._answer(nid, fd, None, err.errno or errno.EPERM, event, cloexec)
+        except OSError as exc:
+            return self._answer(nid, fd, None, exc.errno or errno.EPERM, event, cloexec)
         if nonblock or kind != SOCK_STREAM:
             sock.setblocking(False)
             err = sock.connect_ex((peer, port))
@@ -111,10 +117,8 @@ class Connector:
         os.write(self.wake_w, b"x")
 
     def on_readable(self) -> bool:
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.read(self.wake_r, 4096)
-        except BlockingIOError:
-            pass
         while True:
             with self.lock:
                 if not self.done:
@@ -123,7 +127,7 @@ class Connector:
             if not self.sup.valid(nid):
                 sock.close()
                 self.sup.writer.emit(
-                    events.Call(**{**_fields(event), "detail": "caller gone before the connect"})
+                    dataclasses.replace(event, detail="caller gone before the connect")
                 )
                 continue
             if err:
@@ -151,25 +155,17 @@ class Connector:
             finally:
                 sock.close()
         self.sup.send(nid, 0, err, 0)
-        fields = _fields(event)
-        fields.update(
+        return dataclasses.replace(
+            event,
             denied=errno.errorcode.get(err) if err and err != errno.EINPROGRESS else None,
             detail=detail + (f": {errno.errorcode.get(err, err)}" if err else ""),
         )
-        return events.Call(**fields)
 
     def _install(self, nid: int, fd: int, sock: _socket.socket, cloexec: bool) -> None:
         flags = os.O_CLOEXEC if cloexec else 0
         addfd = _abi.ADDFD.pack(nid, ADDFD_FLAG_SETFD, sock.fileno(), fd, flags)
         fcntl.ioctl(self.sup.listener, _abi.IOCTL_NOTIF_ADDFD, bytearray(addfd), True)
         self.ours.add(os.fstat(sock.fileno()).st_ino)
-
-    def is_ours(self, copy: _socket.socket) -> bool:
-        return os.fstat(copy.fileno()).st_ino in self.ours
-
-
-def _fields(event: events.Call) -> dict[str, object]:
-    return {name: getattr(event, name) for name in event.__dataclass_fields__}
 
 
 def _cloexec(pid: int, fd: int) -> bool:

@@ -77,7 +77,7 @@ def _address(sock: Any, method: str) -> tuple[str | None, int | None]:
     return (str(addr) or None), None
 
 
-def _copy(pid: int, fd: int) -> Any:
+def sock_copy(pid: int, fd: int) -> Any:
     """A socket object on a copy of socket `fd` of `pid` (pidfd_getfd), or None when `fd` is
     no socket or we may not take it. The caller closes it (only our copy)."""
     try:
@@ -98,7 +98,7 @@ def _copy(pid: int, fd: int) -> Any:
 def sock_info(pid: int, fd: int, local: bool = False) -> SockInfo | None:
     """Family, type, wall and peer (or, with `local`, own) address of socket `fd` of `pid`;
     None when `fd` is no socket or we may not look (then callers decide without it)."""
-    sock = _copy(pid, fd)
+    sock = sock_copy(pid, fd)
     if sock is None:
         return None
     try:
@@ -115,7 +115,7 @@ def connect_dns(pid: int, fd: int, peer: str, port: int) -> int | None:
     if it is a datagram socket inside the wall; the errno (0: connected), or None when the
     socket is not one. Never CONTINUE: between our check and the kernel's connect a thread
     could put another socket under `fd` (dup2) and another address in memory."""
-    sock = _copy(pid, fd)
+    sock = sock_copy(pid, fd)
     if sock is None:
         return None
     try:
