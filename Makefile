@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 HOST    ?= 127.0.0.1
 PORT    ?= 8090
 APT_RUN  := libseccomp2
-APT_TEST := libseccomp2 chromium gcc libc6-dev libseccomp-dev strace
+APT_TEST := libseccomp2 chromium gcc libc6-dev libseccomp-dev strace redis-server postgresql
 APT_BENCH := $(APT_TEST) firejail
 PYTEST_ARGS ?=
 

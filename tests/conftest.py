@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
+from tests.servers import PostgresServer, RedisServer
 from tests.unit.test_events_doc import assert_documented
+
+# Property tests check behaviour, not speed: no per-example deadline (a loaded CI machine
+# made single examples take seconds), and no "too slow" health check for the same reason.
+settings.register_profile("bubble", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("bubble")
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE_SRC = ROOT / "tests" / "probes" / "probe.c"
@@ -126,3 +133,19 @@ def give(path: Path) -> Path:
     if AS_ROOT:
         os.lchown(path, *target_ids())
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session (stopped by PID at the end)."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One private PostgreSQL cluster for the session (stopped by PID at the end)."""
+    server = PostgresServer()
+    yield server
+    server.stop()

@@ -19,7 +19,13 @@ import requests
 from bubble.jobs import schema
 from bubble.jobs.ingest import EventSink
 from tests.browser.conftest import full_shot
-from tests.web.helpers import LiveServer, finish_run, jobs_of, synthetic_run
+from tests.web.helpers import (
+    LiveServer,
+    add_stream_artifacts,
+    finish_run,
+    jobs_of,
+    synthetic_run,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -200,39 +206,36 @@ def flood_run(site: LiveServer, n: int) -> str:
     jobs.store.update_run(
         run_id, command_line="python3 -c \"for i in range(100000): open(f'/tmp/x{i}', 'w')\""
     )
-    sink = EventSink(jobs.store, jobs.hub, run_id, jobs.run_dir(run_id) / "events.ndjson")
-    try:
-        for lo in range(0, n, 5000):
-            batch = [
+    sink = EventSink(jobs.store, jobs.hub, run_id)
+    for lo in range(0, n, 5000):
+        batch = [
+            {
+                "type": "policy.alert",
+                "pid": 7,
+                "category": "fs",
+                "syscall": "openat",
+                "syscall_no": 257,
+                "reason": "errno",
+                "denied": "EPERM",
+                "path": f"/tmp/x{i}",
+                "flags": "O_WRONLY|O_CREAT|O_TRUNC",
+                "mode": 438,
+            }
+            for i in range(lo, min(n, lo + 5000))
+        ]
+        if lo + 5000 >= n:
+            batch.append(
                 {
-                    "type": "policy.alert",
+                    "type": "process.exit",
                     "pid": 7,
-                    "category": "fs",
-                    "syscall": "openat",
-                    "syscall_no": 257,
-                    "reason": "errno",
-                    "denied": "EPERM",
-                    "path": f"/tmp/x{i}",
-                    "flags": "O_WRONLY|O_CREAT|O_TRUNC",
-                    "mode": 438,
+                    "exit_code": 0,
+                    "signal": None,
+                    "duration_ms": 900,
+                    "max_rss_kb": 9000,
+                    "timed_out": False,
                 }
-                for i in range(lo, min(n, lo + 5000))
-            ]
-            if lo + 5000 >= n:
-                batch.append(
-                    {
-                        "type": "process.exit",
-                        "pid": 7,
-                        "exit_code": 0,
-                        "signal": None,
-                        "duration_ms": 900,
-                        "max_rss_kb": 9000,
-                        "timed_out": False,
-                    }
-                )
-            sink.add(batch)
-    finally:
-        sink.close()
+            )
+        sink.add(batch)
     finish_run(site.app, run_id)
     return run_id
 
@@ -343,13 +346,7 @@ def test_small_confusions_are_gone(site: LiveServer, page, tmp_path: Path) -> No
             "deleted": [{"name": "sample.sh", "kind": "file", "size": 9}],
         },
     )
-    rundir = jobs.run_dir(run_id)
-    (rundir / "stderr.txt").write_bytes(b"")
-    arts = [
-        jobs._artifact(run_id, k, f"{k}.txt", rundir / f"{k}.txt") for k in ("stdout", "stderr")
-    ]
-    arts.append(jobs._artifact(run_id, "events", "events.ndjson", rundir / "events.ndjson"))
-    jobs.store.add_artifacts(arts)
+    add_stream_artifacts(site.app, run_id, stdout=b"out\n")
     page.goto(f"{site.url}/runs/{run_id}")
     wait_ended(page)
     assert page.text_content("a.artifact[data-kind=stdout]") == "stdout.txt (4 B)"

@@ -1,5 +1,6 @@
-"""Fixtures for the API tests: an app over a real SQLite file, its test client, the same
-app behind waitress on a free loopback port, and a check that the sandbox engine runs."""
+"""Fixtures for the API tests: an app over a real store -- a SQLite file, and again a
+database of the session's private PostgreSQL server -- its test client, the same app
+behind waitress on a free loopback port, and a check that the sandbox engine runs."""
 
 from __future__ import annotations
 
@@ -20,9 +21,17 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """The store the app under test uses: None is the embedded SQLite file."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").fresh_url()
+
+
 @pytest.fixture
-def app(data_dir: Path) -> Iterator[Flask]:
-    app = make_app(data_dir)
+def app(data_dir: Path, db_url: str | None) -> Iterator[Flask]:
+    app = make_app(data_dir, DB_URL=db_url)
     yield app
     shutdown(app)
 
@@ -33,8 +42,8 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def live(data_dir: Path) -> Iterator[LiveServer]:
-    server = LiveServer(make_app(data_dir, KEEPALIVE_SECONDS=0.5))
+def live(data_dir: Path, db_url: str | None) -> Iterator[LiveServer]:
+    server = LiveServer(make_app(data_dir, KEEPALIVE_SECONDS=0.5, DB_URL=db_url))
     yield server
     server.stop()
 

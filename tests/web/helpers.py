@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_app(data_dir: Path, **config: Any) -> Flask:
-    """An app over a real SQLite file in `data_dir`."""
+    """An app over a real SQLite file in `data_dir` (or the store `DB_URL` names)."""
     return create_app({"DATA_DIR": str(data_dir), "WORKERS": 2, **config})
 
 
@@ -41,11 +41,11 @@ class LiveServer:
     """`app` served by waitress (the production server) in this process, on a free port,
     so a test can both talk HTTP to it and write into its store."""
 
-    def __init__(self, app: Flask, threads: int = 32) -> None:
-        from waitress import create_server
+    def __init__(self, app: Flask, threads: int = 32, **server: Any) -> None:
+        from bubble.web.httpd import create_http_server
 
         self.app = app
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+        self.server = create_http_server(app, "127.0.0.1", 0, threads, **server)
         self.port = self.server.effective_port  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -154,8 +154,8 @@ def synthetic_run(
     denied write (distinct paths, so grouping has work to do), the last a process.exit."""
     jobs = jobs_of(app)
     run_id = new_id()
-    jobs.run_dir(run_id).mkdir(mode=0o700)
-    (jobs.run_dir(run_id) / "stdout.txt").write_bytes(stdout)
+    if stdout:
+        jobs.store.add_output(run_id, "stdout", 0, stdout)
     jobs.store.create_run(
         {
             "id": run_id,
@@ -190,15 +190,31 @@ def add_events(
 ) -> None:
     """Append events start+1..start+count (in batches, as the runner does)."""
     jobs = jobs_of(app)
-    sink = EventSink(jobs.store, jobs.hub, run_id, jobs.run_dir(run_id) / "events.ndjson")
+    sink = EventSink(jobs.store, jobs.hub, run_id)
     sink.seq = start
-    try:
-        end = start + count
-        for lo in range(start, end, 5000):
-            hi = min(end, lo + 5000)
-            sink.add([event_obj(s, alert_every, final and s == end) for s in range(lo + 1, hi + 1)])
-    finally:
-        sink.close()
+    end = start + count
+    for lo in range(start, end, 5000):
+        hi = min(end, lo + 5000)
+        sink.add([event_obj(s, alert_every, final and s == end) for s in range(lo + 1, hi + 1)])
+
+
+def add_stream_artifacts(app: Flask, run_id: str, stdout: bytes = b"") -> None:
+    """The stdout, stderr and events artifacts of a synthetic run (content in the store)."""
+    import hashlib
+
+    jobs = jobs_of(app)
+    events = b"".join(data.encode() + b"\n" for _, data in jobs.store.iter_events(run_id))
+    rows = []
+    for kind, name, data in (
+        ("stdout", "stdout.txt", stdout),
+        ("stderr", "stderr.txt", b""),
+        ("events", "events.ndjson", events),
+    ):
+        rows.append(
+            {"id": new_id(), "run_id": run_id, "kind": kind, "name": name, "path": None,
+             "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "created_at": now_iso()}
+        )  # fmt: skip
+    jobs.store.add_artifacts(rows)
 
 
 def finish_run(app: Flask, run_id: str, status: str = schema.COMPLETED) -> None:

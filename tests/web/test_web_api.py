@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from bubble.jobs import schema
 from tests.web.helpers import finish_run, jobs_of, make_app, synthetic_run
@@ -25,11 +26,15 @@ def assert_error(resp, status: int, fragment: str) -> dict:
     return body
 
 
+def blob_ids(app: Flask) -> list[str]:
+    with jobs_of(app).store.engine.connect() as conn:
+        return [r[0] for r in conn.execute(select(schema.blobs.c.id))]
+
+
 def nothing_written(app: Flask, data_dir: Path) -> None:
-    """No run row, run folder or work folder was created."""
+    """No run row or work folder was created."""
     assert jobs_of(app).store.list_runs(10) == []
-    assert list((data_dir / "runs").iterdir()) == []
-    assert list(jobs_of(app).work_root.iterdir()) == []
+    assert list(jobs_of(app).layout.work.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -80,7 +85,7 @@ def test_unknown_urls_ids_and_methods_use_the_error_shape(client: FlaskClient) -
     assert_error(client.get("/api/runs/12345678-1234-1234-1234-123456789abc"), 404, "no run")
     assert_error(client.get("/api/nothing"), 404, "not found")
     assert_error(client.delete("/api/runs"), 405, "not allowed")
-    assert_error(client.get("/api/runs?limit=x"), 400, "whole numbers")
+    assert_error(client.get("/api/runs?limit=x"), 400, "whole number")
     # A permalink of a missing run is a page (404) that says so, not raw JSON.
     page = client.get("/runs/12345678-1234-1234-1234-123456789abc")
     assert page.status_code == 404 and page.mimetype == "text/html"
@@ -144,10 +149,8 @@ def test_upload_is_stored_by_id_with_sha256_and_shebang_hint(
     assert body["type"] == "script" and body["executable"] is True
     assert body["interpreter"] == "/usr/bin/env python3"
     assert body["name"] == "evil name.py"  # display only
-    stored = data_dir / "uploads" / body["id"]
-    assert stored.read_bytes() == content
-    assert stored.stat().st_mode & 0o111
-    assert sorted(p.name for p in (data_dir / "uploads").iterdir()) == [body["id"]]
+    assert jobs_of(app).store.get_blob(body["id"]) == content
+    assert blob_ids(app) == [body["id"]]
 
     data = client.post("/api/uploads", data={"file": (io.BytesIO(b"just data"), "d.txt")})
     assert data.get_json()["executable"] is False and data.get_json()["type"] == "data"
@@ -165,7 +168,7 @@ def test_upload_refusals_leave_nothing_behind(tmp_path: Path) -> None:
         # Within the multipart allowance but over the file limit: refused by our check.
         nearly = {"file": (io.BytesIO(b"x" * 1500), "big.bin")}
         assert_error(client.post("/api/uploads", data=nearly), 413, "larger than 1000 bytes")
-        assert list((tmp_path / "d" / "uploads").iterdir()) == []
+        assert blob_ids(app) == []
         # A data file without an interpreter cannot be run.
         up = client.post("/api/uploads", data={"file": (io.BytesIO(b"data"), "d")}).get_json()
         assert_error(client.post("/api/runs", json={"upload_id": up["id"]}), 400, "neither")
@@ -184,14 +187,13 @@ def test_seed_upload_answers_path_and_interpreter(client: FlaskClient) -> None:
 def test_artifacts_download_by_id_under_our_name(app: Flask, client: FlaskClient) -> None:
     run_id = synthetic_run(app, 5, stdout=b"hello\n")
     jobs = jobs_of(app)
-    path = jobs.run_dir(run_id) / "stdout.txt"
     art = {"id": "0a843358-c476-4720-b39f-00d02db5514c", "run_id": run_id, "kind": "stdout"}
-    art |= {"name": "stdout.txt", "path": str(path.relative_to(jobs.cfg.data_dir))}
+    art |= {"name": "stdout.txt", "path": None}
     art |= {"size": 6, "sha256": hashlib.sha256(b"hello\n").hexdigest(), "created_at": "x"}
     jobs.store.add_artifacts([art])
     resp = client.get(f"/api/runs/{run_id}/artifacts/{art['id']}")
     assert resp.status_code == 200 and resp.data == b"hello\n"
-    assert resp.headers["Content-Disposition"] == f"attachment; filename={run_id}.stdout.txt"
+    assert resp.headers["Content-Disposition"] == f'attachment; filename="{run_id}.stdout.txt"'
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     resp.close()
     other = synthetic_run(app, 1)
@@ -199,9 +201,12 @@ def test_artifacts_download_by_id_under_our_name(app: Flask, client: FlaskClient
     assert_error(client.get(f"/api/runs/{run_id}/artifacts/..%2Fbubble.db"), 404, "")
 
 
-def test_events_ndjson_file_mirrors_the_store(app: Flask) -> None:
+def test_events_artifact_mirrors_the_store(app: Flask, client: FlaskClient) -> None:
     run_id = synthetic_run(app, 50)
     jobs = jobs_of(app)
-    lines = (jobs.run_dir(run_id) / "events.ndjson").read_text().splitlines()
+    art = {"id": "1a843358-c476-4720-b39f-00d02db5514c", "run_id": run_id, "kind": "events"}
+    art |= {"name": "events.ndjson", "path": None, "size": 0, "sha256": "", "created_at": "x"}
+    jobs.store.add_artifacts([art])
+    lines = client.get(f"/api/runs/{run_id}/artifacts/{art['id']}").data.decode().splitlines()
     assert lines == [data for _, data in jobs.store.iter_events(run_id)]
     assert [json.loads(line)["seq"] for line in lines] == list(range(1, 51))

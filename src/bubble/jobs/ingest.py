@@ -1,4 +1,4 @@
-"""Event ingestion: launcher NDJSON (from its private pipe) -> store + per-run NDJSON file.
+"""Event ingestion: launcher NDJSON (from its private pipe) -> the store.
 
 Lines are parsed, numbered and re-serialised here, so what is stored and served is always
 one compact JSON object per event with a gap-free `seq`, whatever arrives on the pipe. All
@@ -9,12 +9,12 @@ milliseconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import select
 import threading
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from bubble import events as ev
 from bubble.jobs.hub import Hub
@@ -31,17 +31,16 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 class EventSink:
     """Numbers, stores and publishes the events of one run."""
 
-    def __init__(self, store: Store, hub: Hub, run_id: str, ndjson_path: Path) -> None:
+    def __init__(self, store: Store, hub: Hub, run_id: str) -> None:
         self.store = store
         self.hub = hub
         self.run_id = run_id
         self.seq = 0
         self.exit_event: dict[str, Any] | None = None
         self.bad_lines = 0
-        self._file: IO[str] = open(ndjson_path, "a", encoding="utf-8")  # noqa: SIM115
-
-    def close(self) -> None:
-        self._file.close()
+        # Size and sha256 of the events as NDJSON (the `events` artifact), as they go by.
+        self.bytes = 0
+        self.digest = hashlib.sha256()
 
     def _row(self, obj: dict[str, Any], line: str | None = None) -> dict[str, Any]:
         """The store row of one event. `line` is its text as received: reused as is when
@@ -74,11 +73,8 @@ class EventSink:
         one line becomes a `sandbox.msg` saying so: numbering never skips."""
         if len(raw) > MAX_LINE:
             self.bad_lines += 1
-            return {
-                "type": ev.MSG,
-                "action": "orchestrator.bad_event",
-                "message": f"an event line of {len(raw)} bytes was too long and was dropped",
-            }, None
+            why = f"an event line of {len(raw)} bytes was too long and was dropped"
+            return ev.as_dict(ev.Msg(action="orchestrator.bad_event", message=why)), None
         try:
             line = raw.decode("utf-8")
             obj = _decode(line)
@@ -87,11 +83,8 @@ class EventSink:
         if not isinstance(obj, dict):
             self.bad_lines += 1
             text = raw[:200].decode("utf-8", "replace")
-            return {
-                "type": ev.MSG,
-                "action": "orchestrator.bad_event",
-                "message": f"the launcher wrote a line that is not a JSON object: {text}",
-            }, None
+            why = f"the launcher wrote a line that is not a JSON object: {text}"
+            return ev.as_dict(ev.Msg(action="orchestrator.bad_event", message=why)), None
         # JSON may carry CR as whitespace, which would end an SSE line: re-encode then.
         return obj, line.strip() if "\r" not in line else None
 
@@ -107,8 +100,9 @@ class EventSink:
             return
         rows = [self._row(obj, line) for obj, line in parsed]
         self.store.insert_events(self.run_id, rows)
-        self._file.write("".join(row["data"] + "\n" for row in rows))
-        self._file.flush()
+        text = "".join(row["data"] + "\n" for row in rows).encode()
+        self.bytes += len(text)
+        self.digest.update(text)
         self.hub.publish(self.run_id)
 
 

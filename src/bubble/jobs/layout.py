@@ -1,11 +1,11 @@
-"""The data dir on disk. Modes keep a target (running as `nobody` when the server is root)
-out of other runs' data while letting it reach its own working directory:
+"""The data dir on disk (of the web host and of each worker). Everything a run produces
+is in the store; on disk there is only what executing it needs, with modes that keep a
+target (running as `nobody` when the executor is root) out of other runs' directories:
 
-  bubble.db                  0600  runs, events, artifacts, samples (unless a DB URL is given)
-  runs/<id>/                 0700  stdout.txt, stderr.txt, events.ndjson, drops/<artifact id>
+  bubble.db                  0600  the store, unless a DB URL is given
   work/<id>/                 0755  the run's cwd (0777 when FS writes are allowed and the
                                    target runs as another user); removed after the run
-  uploads/<id>               0700  uploaded samples, by id
+  work/.<id>.drops/          0700  dropped files on their way into the store
   offline/v1_<kind>.ndjson   0700  the BUBBLE_API offline sink
 """
 
@@ -29,32 +29,21 @@ class Layout:
         self.data = data
         data.mkdir(parents=True, exist_ok=True)
         os.chmod(data, 0o711)  # others may pass through to work/, not list
-        self.runs = _private_dir(data / "runs")
-        self.uploads = data / "uploads"
         self.offline = data / "offline"
         self.database = data / "bubble.db"
         self.work = _work_root(data / "work")
 
-    def run_dir(self, run_id: str) -> Path:
-        return self.runs / run_id
-
     def work_dir(self, run_id: str) -> Path:
         return self.work / run_id
-
-    def make_work_dir(self, run_id: str, writable_by_others: bool) -> Path:
-        path = self.work_dir(run_id)
-        path.mkdir(mode=0o700)
-        os.chmod(path, 0o777 if writable_by_others else 0o755)
-        return path
 
     def close(self) -> None:
         if self.work != self.data / "work":  # our own temporary fallback
             shutil.rmtree(self.work, ignore_errors=True)
 
 
-def _private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
+def make_work_dir(path: Path, writable_by_others: bool) -> Path:
+    path.mkdir(mode=0o700)
+    os.chmod(path, 0o777 if writable_by_others else 0o755)
     return path
 
 

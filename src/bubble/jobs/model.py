@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bubble.policy import Policy
 
@@ -20,20 +22,46 @@ def cpu_count() -> int:
 
 @dataclass(frozen=True, slots=True)
 class JobsConfig:
-    """Orchestrator settings; `bubble serve` flags and `create_app` config map onto these."""
+    """Orchestrator settings, built from the settings table (`jobs/settings.py`)."""
 
     data_dir: Path
-    db_url: str | None = None  # default: SQLite file in data_dir
-    workers: int = field(default_factory=cpu_count)  # runs at once; the rest queue
-    default_timeout: float = 8.0  # the seed's watchdog
-    max_timeout: float = 300.0  # a run may ask for less, never more
+    db_url: str | None
+    queue_url: str | None  # None: the in-process queue
+    workers: int  # in-process queue: runs at once; the rest queue
+    default_timeout: float
+    max_timeout: float
+    output_cap: int  # bytes of stdout (and of stderr) kept per run
+    max_upload: int
+    max_queue: int
+    api_url: str | None  # BUBBLE_API
+    heartbeat: float = 2.0
+    stale_after: float = 20.0
+    worker_name: str = "web"  # recorded on the runs this process executes
     kill_margin: float = 5.0  # backstop: our watchdog fires this long after the launcher's
-    output_cap: int = 16 << 20  # bytes of stdout (and of stderr) kept per run
-    max_upload: int = 64 << 20
-    max_queue: int = 1000
-    api_url: str | None = None  # BUBBLE_API
     python: str = sys.executable
     target_path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH given to the target
+    rules_dirs: tuple[str, ...] = ()  # the user's Sigma rule folders, for behaviour reports
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any], **extra: Any) -> JobsConfig:
+        """From `settings.resolve(...)`: {setting name: value}."""
+        timeout = float(values["max_timeout"])
+        return cls(
+            data_dir=Path(values["data_dir"]).resolve(),
+            db_url=values["db_url"] or None,
+            queue_url=values["queue_url"] or None,
+            workers=int(values["workers"] or cpu_count()),
+            default_timeout=min(float(values["default_timeout"]), timeout),
+            max_timeout=timeout,
+            output_cap=int(values["output_cap"]),
+            max_upload=int(values["max_upload"]),
+            max_queue=int(values["max_queue"]),
+            api_url=values["api_url"] or None,
+            heartbeat=float(values["heartbeat"]),
+            stale_after=float(values["stale_after"]),
+            rules_dirs=tuple(values["rules"] or ()),
+            **extra,
+        )
 
     @property
     def database_url(self) -> str:

@@ -1,36 +1,41 @@
-"""The target's stdout/stderr: pipe -> file in the run folder, readable while it grows.
+"""The target's stdout/stderr: pipe -> chunks in the store, readable while they grow.
 
-The file is the store for output, as the database is for events: readers (the output SSE
-stream) read it from a byte offset, so a reconnect resumes exactly. Output beyond a cap is
+The store holds output as it holds events: readers (the output SSE stream) read from a
+byte offset, so a reconnect resumes exactly, on any machine. Output beyond a cap is
 drained and counted but not kept, so a chatty target can neither block on a full pipe nor
-fill the disk.
+fill the database.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import select
 import threading
-from pathlib import Path
 
 from bubble.jobs.hub import Hub
+from bubble.jobs.store import Store
 
 READ_SIZE = 1 << 16
+TAIL = 4096  # the launcher's own error is on the last line of stderr
 
 
 class OutputPump(threading.Thread):
-    """Copies one pipe into one file until EOF or `stop()` (after the launcher is gone,
+    """Copies one pipe into the store until EOF or `stop()` (after the launcher is gone,
     a leftover process may still hold the pipe open)."""
 
-    def __init__(self, fd: int, path: Path, cap: int, hub: Hub, run_id: str) -> None:
-        super().__init__(name=f"output-{path.name}-{run_id[:8]}", daemon=True)
+    def __init__(self, fd: int, store: Store, run_id: str, stream: str, cap: int, hub: Hub) -> None:
+        super().__init__(name=f"output-{stream}-{run_id[:8]}", daemon=True)
         self.fd = fd
-        self.path = path
+        self.store = store
+        self.run_id = run_id
+        self.stream = stream
         self.cap = cap
         self.hub = hub
-        self.run_id = run_id
         self.kept = 0
         self.dropped = 0
+        self.tail = b""
+        self.digest = hashlib.sha256()  # of what was kept: the artifact's checksum
         self._halt = threading.Event()
 
     def stop(self) -> None:
@@ -38,38 +43,37 @@ class OutputPump(threading.Thread):
 
     def run(self) -> None:
         try:
-            with open(self.path, "ab", buffering=0) as out:
-                while True:
-                    ready, _, _ = select.select([self.fd], [], [], 0.2)
-                    if not ready:
-                        if self._halt.is_set():
-                            break
-                        continue
-                    chunk = os.read(self.fd, READ_SIZE)
-                    if not chunk:
+            while True:
+                ready, _, _ = select.select([self.fd], [], [], 0.2)
+                if not ready:
+                    if self._halt.is_set():
                         break
-                    room = self.cap - self.kept
-                    if room > 0:
-                        out.write(chunk[:room])
-                        self.kept += min(room, len(chunk))
-                        self.hub.publish(self.run_id)
-                    self.dropped += max(0, len(chunk) - max(room, 0))
+                    continue
+                chunk = os.read(self.fd, READ_SIZE)
+                if not chunk:
+                    break
+                room = self.cap - self.kept
+                if room > 0:
+                    kept = chunk[:room]
+                    self.store.add_output(self.run_id, self.stream, self.kept, kept)
+                    self.kept += len(kept)
+                    self.digest.update(kept)
+                    self.tail = (self.tail + kept)[-TAIL:]
+                    self.hub.publish(self.run_id)
+                self.dropped += max(0, len(chunk) - max(room, 0))
         finally:
             os.close(self.fd)
 
 
-def read_text(path: Path, offset: int, limit: int, final: bool) -> tuple[str, int]:
+def read_text(
+    store: Store, run_id: str, stream: str, offset: int, limit: int, final: bool
+) -> tuple[str, int]:
     """Text from byte `offset` (at most `limit` bytes) and the offset after it.
 
     A multi-byte UTF-8 character cut by the end of what is written so far is left for the
-    next read, unless the file is `final`; invalid bytes become U+FFFD.
+    next read, unless the run is `final`; invalid bytes become U+FFFD.
     """
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(limit)
-    except FileNotFoundError:
-        return "", offset
+    data = store.output_after(run_id, stream, offset, limit)
     if not data:
         return "", offset
     cut = len(data)

@@ -1,7 +1,7 @@
 """At most K runs at once: a bounded FIFO of run ids and K worker threads.
 
-Kept behind this small interface (`put`, `depth`, `close`) so that a shared queue (e.g.
-Redis with RQ workers) can replace it when runs spread over several machines.
+The in-process queue of the embedded default. `rqueue.RQQueue` has the same small
+interface (`check_room`, `put`, `depth`, `close`) over Redis, for `bubble worker`s.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class RunQueue:
                 "wait for some to finish, or raise the server's queue limit",
             )
 
-    def put(self, run_id: str) -> None:
+    def put(self, run_id: str, _timeout: float = 0.0) -> None:
         self._queue.put(run_id)
 
     def close(self, timeout: float = 10.0) -> None:

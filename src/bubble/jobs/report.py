@@ -114,6 +114,7 @@ def run_report(store: Store, run: dict[str, Any]) -> dict[str, Any]:
         "modified_files": changes.get("modified", []),
         "deleted_files": changes.get("deleted", []),
         "offline": run.get("offline"),
+        "worker": run.get("worker"),
     }
 
 

@@ -1,14 +1,17 @@
 """One run: start the launcher, pump its events and output, enforce the watchdog, collect.
 
-The web process never forks a target: it starts `python -m bubble run --events-fd N ...`
+The executor never forks a target: it starts `python -m bubble run --events-fd N ...`
 in a session of its own, with a clean environment (the server's secrets stay out of the
 target) and the run's working directory as cwd. The launcher kills the whole tree at its
-own `--timeout`; the watchdog here is the backstop if it overruns by `kill_margin`.
+own `--timeout`; the watchdog here is the backstop if it overruns by `kill_margin`. The
+launcher gets SIGKILL when the executing thread dies (PR_SET_PDEATHSIG), and its keeper
+then ends the target's tree: a killed worker leaves nothing running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import select
@@ -84,11 +87,9 @@ class Runner:
         state = self.store.run_state(run_id)
         return state is not None and state[0] == schema.CANCELLING
 
-    def execute(
-        self, run_id: str, argv: list[str], policy: Policy, workdir: Path, rundir: Path
-    ) -> RunResult:
+    def execute(self, run_id: str, argv: list[str], policy: Policy, workdir: Path) -> RunResult:
         """Run the launcher to its end; what was seen is in the result."""
-        sink = EventSink(self.store, self.hub, run_id, rundir / "events.ndjson")
+        sink = EventSink(self.store, self.hub, run_id)
         ev_r, ev_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -103,11 +104,11 @@ class Runner:
                 cwd=workdir,
                 env=self._env(workdir),
                 start_new_session=True,
+                preexec_fn=die_with_parent(os.getpid()),
             )
         except OSError:
             for fd in (ev_r, out_r, err_r):
                 os.close(fd)
-            sink.close()
             raise
         finally:
             for fd in (ev_w, out_w, err_w):
@@ -118,9 +119,10 @@ class Runner:
             self._wake[run_id] = wake
         stop = threading.Event()
         assert policy.timeout is not None
+        cap = self.cfg.output_cap
         pumps = [
-            OutputPump(out_r, rundir / "stdout.txt", self.cfg.output_cap, self.hub, run_id),
-            OutputPump(err_r, rundir / "stderr.txt", self.cfg.output_cap, self.hub, run_id),
+            OutputPump(out_r, self.store, run_id, "stdout", cap, self.hub),
+            OutputPump(err_r, self.store, run_id, "stderr", cap, self.hub),
         ]
         reader = threading.Thread(
             target=pump_events, args=(ev_r, sink, stop), name=f"events-{run_id[:8]}", daemon=True
@@ -175,7 +177,22 @@ class RunResult:
         self.stdout = stdout
         self.stderr = stderr
 
-    def outcome(self, stderr_path: Path) -> dict[str, Any]:
+    def launcher_error(self) -> ev.Error | None:
+        """The launcher's own error (exit 125-127 and its `bubble: ...` line) as an event."""
+        if self.returncode not in (125, 126, 127) or self.watchdog_fired or self.cancelled:
+            return None
+        line = _bubble_error(self.stderr.tail)
+        if not line:
+            return None
+        message, _, hint = line.partition(" (hint: ")
+        return ev.Error(
+            action="launcher",
+            message=message,
+            hint=hint.removesuffix(")") or "check the command",
+            status=self.returncode,
+        )
+
+    def outcome(self) -> dict[str, Any]:
         """The run row's final fields, from the exit event or, failing that, the launcher."""
         exit_ev = self.sink.exit_event or {}
         timed_out = bool(exit_ev.get("timed_out")) or self.watchdog_fired
@@ -189,7 +206,7 @@ class RunResult:
             "timed_out": timed_out,
             "ended_at": now_iso(),
         }
-        error = _bubble_error(stderr_path) if self.returncode in (125, 126, 127) else None
+        error = self.launcher_error()
         if self.cancelled:
             values.update(status=schema.CANCELLED, error="cancelled by a user", hint="run it again")
             if self.returncode < 0 and not exit_ev:
@@ -197,9 +214,8 @@ class RunResult:
         elif timed_out:
             values["status"] = schema.TIMEOUT
         elif error:
-            message, _, hint = error.partition(" (hint: ")
-            values.update(status=schema.FAILED, error=message, exit_code=self.returncode)
-            values["hint"] = hint.removesuffix(")") or "check the command"
+            values.update(status=schema.FAILED, error=error.message, exit_code=self.returncode)
+            values["hint"] = error.hint
         elif self.sink.exit_event:
             values["status"] = schema.COMPLETED
         else:
@@ -274,47 +290,45 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _bubble_error(stderr_path: Path) -> str | None:
+def _bubble_error(tail: bytes) -> str | None:
     """The launcher's own error line (`bubble: ...`) from the end of stderr, if any."""
-    try:
-        with open(stderr_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4096))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    for line in reversed(tail.splitlines()):
+    for line in reversed(tail.decode("utf-8", "replace").splitlines()):
         if line.startswith("bubble: "):
             return line[len("bubble: ") :][:500]
     return None
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> Any:
+    """A preexec hook: SIGKILL the launcher when the thread that started it ends (the
+    worker was killed), and end at once if that already happened."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def hook() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(125)
+
+    return hook
+
+
 def orchestrator_notes(result: RunResult, timeout: float) -> list[dict[str, Any]]:
-    """Events the orchestrator adds after the launcher's: watchdog and capped output."""
-    notes: list[dict[str, Any]] = []
+    """Events the orchestrator adds after the launcher's: cancellation, watchdog, capped
+    output, and the launcher's own error (with its hint) when it could not run the program."""
+    notes: list[ev.Msg | ev.Error] = []
     if result.cancelled:
-        notes.append(
-            {
-                "type": ev.MSG,
-                "action": "orchestrator.cancelled",
-                "message": "a user cancelled the run; its process tree was killed",
-            }
-        )
+        why = "a user cancelled the run; its process tree was killed"
+        notes.append(ev.Msg(action="orchestrator.cancelled", message=why))
     if result.watchdog_fired:
-        notes.append(
-            {
-                "type": ev.MSG,
-                "action": "orchestrator.watchdog",
-                "message": f"the run overran its {timeout:g}s limit; its process group was killed",
-            }
-        )
+        why = f"the run overran its {timeout:g}s limit; its process group was killed"
+        notes.append(ev.Msg(action="orchestrator.watchdog", message=why))
     for name, pump in (("stdout", result.stdout), ("stderr", result.stderr)):
         if pump.dropped:
-            notes.append(
-                {
-                    "type": ev.MSG,
-                    "action": "orchestrator.output_capped",
-                    "message": f"{name}: kept {pump.kept} bytes, dropped {pump.dropped}",
-                }
-            )
-    return notes
+            capped = f"{name}: kept {pump.kept} bytes, dropped {pump.dropped}"
+            notes.append(ev.Msg(action="orchestrator.output_capped", message=capped))
+    error = result.launcher_error()
+    if error is not None:
+        notes.append(error)
+    return [ev.as_dict(note) for note in notes]

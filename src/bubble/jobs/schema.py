@@ -1,18 +1,23 @@
-"""The database schema (SQLAlchemy Core): runs, events, artifacts, samples.
+"""The database schema (SQLAlchemy Core): runs, events, output, artifacts, samples, blobs.
 
-Portable on purpose: only types SQLite and PostgreSQL share, so a `postgresql://` URL can
-replace the default SQLite file when users scale out.
+Portable on purpose: only types SQLite and PostgreSQL share, so a `postgresql+psycopg://`
+URL can replace the default SQLite file when users scale out. Everything a run produces
+lives here (no file on the executing machine outlives the run), so the web server and the
+workers share nothing but this database and the queue. Changes go through an Alembic
+migration in `jobs/migrations/versions/` and a new `SCHEMA_VERSION`.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -20,6 +25,9 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+# The Alembic revision this code reads and writes (`bubble db upgrade` reaches it).
+SCHEMA_VERSION = "0002"
 
 # Run states. A run moves queued -> running -> one of the terminal states.
 QUEUED = "queued"
@@ -64,6 +72,8 @@ runs = Table(
     Column("error", Text),
     Column("hint", Text),
     Column("offline", Boolean),
+    Column("worker", String(128)),  # who executed it: "web" in-process, else the worker name
+    Column("heartbeat_at", Float),  # epoch seconds, moved by the executor while it runs
 )
 
 events = Table(
@@ -85,7 +95,8 @@ artifacts = Table(
     Column("run_id", String(36), nullable=False),
     Column("kind", String(16), nullable=False),  # stdout | stderr | events | dropped
     Column("name", Text, nullable=False),  # display only; never used as a path
-    Column("path", Text, nullable=False),  # relative to the data dir, chosen by us
+    # Only rows from before the store held everything: a file relative to the data dir.
+    Column("path", Text),
     Column("size", Integer, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("created_at", String(32), nullable=False),
@@ -104,4 +115,22 @@ samples = Table(
     Column("executable", Boolean, nullable=False, default=False),
     Column("interpreter", Text),  # shebang hint, e.g. "/usr/bin/env python3"
     Column("created_at", String(32), nullable=False),
+)
+
+# The target's stdout/stderr as written, chunk by chunk: (stream, byte offset) -> bytes.
+output = Table(
+    "output",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("stream", String(8), primary_key=True),  # stdout | stderr
+    Column("offset", BigInteger, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# Uploaded samples (id = upload id) and dropped files (id = artifact id), within the caps.
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )

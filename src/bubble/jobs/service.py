@@ -1,57 +1,74 @@
-"""`Jobs`: the orchestrator's one entry point -- submit, wait, shut down, recover."""
+"""`Jobs`: the orchestrator's one entry point -- submit, wait, shut down, recover.
+
+Without a queue URL, runs execute on threads of this process (the embedded default);
+with one, `submit` only queues them in Redis and `bubble worker`s execute them, and this
+process merely reads the store (and fails runs whose worker stopped beating).
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import shlex
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from bubble import events as ev
 from bubble.errors import BubbleError, UsageError
-from bubble.jobs import fsdiff, schema
+from bubble.jobs import schema
+from bubble.jobs.executor import Executor
 from bubble.jobs.forward import Forwarder
 from bubble.jobs.hub import Hub
 from bubble.jobs.ingest import EventSink
 from bubble.jobs.layout import Layout
 from bubble.jobs.model import JobsConfig, RunRequest
 from bubble.jobs.queue import RunQueue
+from bubble.jobs.reaper import Reaper
 from bubble.jobs.report import counts
-from bubble.jobs.runner import Runner, orchestrator_notes
 from bubble.jobs.store import Store, new_id, now_iso
 from bubble.jobs.uploads import Uploads
-from bubble.policy import Policy
 
 log = logging.getLogger("bubble.jobs")
+
+IN_PROCESS = "in-process"  # the `worker` of runs executed by the web process itself
 
 
 class UnknownUpload(BubbleError):
     """The run names an upload we do not have."""
 
 
+def upgrade_hint(cfg: JobsConfig) -> str:
+    where = f"--db-url '{cfg.db_url}'" if cfg.db_url else f"--data-dir '{cfg.data_dir}'"
+    return f"bubble db upgrade {where}"
+
+
 class Jobs:
-    """Store, queue, runner, uploads and forwarding, wired together."""
+    """Store, queue, executor, uploads and forwarding, wired together."""
 
     def __init__(self, cfg: JobsConfig) -> None:
         self.cfg = cfg
         self.layout = Layout(cfg.data_dir)
-        self.store = Store(cfg.database_url)
+        self.store = Store(cfg.database_url, upgrade_hint(cfg))
         if self.store.is_sqlite and self.layout.database.exists():
-            os.chmod(self.layout.database, 0o600)
+            self.layout.database.chmod(0o600)
         self.hub = Hub()
-        self.uploads = Uploads(self.layout.uploads, self.store, cfg.max_upload)
+        self.uploads = Uploads(self.store, cfg.max_upload)
         self.forwarder = Forwarder(cfg.api_url, self.layout.offline, self.store)
-        self.runner = Runner(cfg, self.store, self.hub)
-        self.work_root = self.layout.work
-        self._closing = False
-        self.recover()
-        self.queue = RunQueue(self._work, cfg.workers, cfg.max_queue)
+        self.executor: Executor | None = None
+        self.queue: Any
+        # Without in-process wake-ups, readers poll the store this often.
+        self.poll = 0.2 if cfg.queue_url else 1.0
+        if cfg.queue_url:
+            from bubble.jobs.rqueue import RQQueue
 
-    def run_dir(self, run_id: str) -> Path:
-        return self.layout.run_dir(run_id)
+            self.queue = RQQueue(cfg, self.store)
+            self.reaper: Reaper | None = Reaper(self.store, cfg.stale_after, self.queue.cleanup)
+        else:
+            self.executor = Executor(
+                cfg, self.store, self.hub, self.forwarder, self.layout.work, IN_PROCESS
+            )
+            self.reaper = None
+            self.recover()
+            self.queue = RunQueue(self.executor.run, cfg.workers, cfg.max_queue)
 
     # -- submit -------------------------------------------------------------------------
     def submit(self, req: RunRequest) -> dict[str, Any]:
@@ -79,20 +96,13 @@ class Jobs:
             self.store.add_sample(sample)
             self.forwarder.sample(sample)
         policy = req.policy.replace(timeout=req.timeout)
-        try:
-            self._prepare(run_id, policy, req.upload_id, sample)
-        except OSError:
-            # Nothing half-made stays behind: no folders without a run.
-            shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
-            shutil.rmtree(self.layout.work_dir(run_id), ignore_errors=True)
-            raise
         row = {
             "id": run_id,
             "status": schema.QUEUED,
             "created_at": now_iso(),
             "command": argv,
             "command_line": req.command_line or shlex.join(argv),
-            "policy": _policy_dict(policy),
+            "policy": policy.to_mapping(),
             "timeout": req.timeout,
             "sample_id": sample["id"],
             "upload_id": req.upload_id,
@@ -101,20 +111,8 @@ class Jobs:
         }
         self.store.create_run(row)
         self.forwarder.run_started(row)
-        self.queue.put(run_id)
+        self.queue.put(run_id, req.timeout + self.cfg.kill_margin)
         return row
-
-    def _prepare(
-        self, run_id: str, policy: Policy, upload_id: str | None, sample: dict[str, Any]
-    ) -> None:
-        """The run folder and the working directory (with the upload copied in)."""
-        self.run_dir(run_id).mkdir(mode=0o700)
-        others = not policy.deny_fs and os.geteuid() == 0 and not policy.keep_root
-        workdir = self.layout.make_work_dir(run_id, writable_by_others=others)
-        if upload_id is not None:
-            dest = workdir / Uploads.work_name(sample)
-            shutil.copyfile(self.uploads.path_of(upload_id), dest)
-            os.chmod(dest, 0o755)
 
     def wait(self, run_id: str, timeout: float) -> str | None:
         """Block until the run is terminal (or `timeout`); returns its status."""
@@ -127,98 +125,14 @@ class Jobs:
             left = deadline - time.monotonic()
             if left <= 0:
                 return state[0]
-            self.hub.wait(run_id, version, min(left, 1.0))
-
-    # -- execute (worker threads) ---------------------------------------------------------
-    def _work(self, run_id: str) -> None:
-        run = self.store.get_run(run_id)
-        if run is None or run["status"] != schema.QUEUED:
-            return
-        if self._closing:
-            self._interrupt(run_id, "the server stopped before the run could start")
-            return
-        workdir = self.layout.work_dir(run_id)
-        if not self.store.set_status_if(
-            run_id, schema.QUEUED, status=schema.RUNNING, started_at=now_iso()
-        ):
-            return  # cancelled while it waited
-        self.hub.publish(run_id)
-        known = Policy.__dataclass_fields__
-        policy = Policy(**{k: v for k, v in run["policy"].items() if k in known})
-        try:
-            self._execute(run, policy, workdir)
-        except Exception as err:  # recorded on the run: it must not stay "running"
-            log.exception("run %s could not be executed", run_id)
-            self.store.update_run(
-                run_id,
-                status=schema.FAILED,
-                ended_at=now_iso(),
-                error=str(err),
-                hint="see the server log",
-            )
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-            self.hub.publish(run_id)
-            self.hub.forget(run_id)
-            self.forwarder.run_finished(run_id, lambda off: self._set_offline(run_id, off))
-
-    def _execute(self, run: dict[str, Any], policy: Policy, workdir: Path) -> None:
-        run_id = run["id"]
-        rundir = self.run_dir(run_id)
-        before = fsdiff.snapshot(workdir)
-        result = self.runner.execute(run_id, run["command"], policy, workdir, rundir)
-        sink = result.sink
-        try:
-            arts: list[dict[str, Any]] = []
-            changes = fsdiff.diff(workdir, before, rundir / "drops", new_id)
-            extra = orchestrator_notes(result, run["timeout"])
-            if changes.files or changes.modified or changes.deleted:
-                extra.append(
-                    {"type": ev.FS_DROP, "cwd": str(workdir), "count": len(changes.files)}
-                    | changes.as_dict()
-                )
-            for item, path in changes.copies:
-                item["artifact_id"] = path.name
-                arts.append(self._artifact(run_id, "dropped", item["name"], path, item["sha256"]))
-            if result.complete:
-                sink.add(extra)
-        finally:
-            sink.close()
-        for kind, name in (("stdout", "stdout.txt"), ("stderr", "stderr.txt")):
-            arts.append(self._artifact(run_id, kind, name, rundir / name))
-        arts.append(self._artifact(run_id, "events", "events.ndjson", rundir / "events.ndjson"))
-        self.store.add_artifacts(arts)
-        final = result.outcome(rundir / "stderr.txt")
-        final.update(fs_changes=changes.as_dict(), counts=counts(self.store, run_id))
-        if self._closing and not sink.exit_event:
-            final.update(status=schema.INTERRUPTED, error="the server stopped during the run")
-            final["hint"] = "run it again"
-        self.store.update_run(run_id, **final)
-
-    def _artifact(
-        self, run_id: str, kind: str, name: str, path: Path, sha: str | None = None
-    ) -> dict[str, Any]:
-        path.touch(exist_ok=True)
-        return {
-            "id": path.name if kind == "dropped" else new_id(),
-            "run_id": run_id,
-            "kind": kind,
-            "name": name,
-            "path": str(path.relative_to(self.cfg.data_dir)),
-            "size": path.stat().st_size,
-            "sha256": sha or fsdiff.sha256_file(path),
-            "created_at": now_iso(),
-        }
-
-    def _set_offline(self, run_id: str, offline: bool) -> None:
-        self.store.update_run(run_id, offline=offline)
+            self.hub.wait(run_id, version, min(left, self.poll))
 
     # -- lifecycle ------------------------------------------------------------------------
     def recover(self) -> None:
-        """Runs left queued or running by a previous process (a crash) are interrupted."""
+        """In-process only: runs left queued or running by a previous process (a crash)
+        are interrupted. (With a queue, workers own them and the reaper watches them.)"""
         for run_id in self.store.runs_in_flight():
             self._interrupt(run_id, "the server stopped while the run was in flight")
-            shutil.rmtree(self.layout.work_dir(run_id), ignore_errors=True)
 
     def cancel(self, run_id: str) -> str | None:
         """Ask a run to stop; returns its status now (None: no such run).
@@ -230,10 +144,10 @@ class Jobs:
         why = "a user cancelled the run before it started"
         if self.store.set_status_if(run_id, schema.QUEUED, status=schema.CANCELLING):
             self._end_unstarted(run_id, schema.CANCELLED, "orchestrator.cancelled", why)
-            shutil.rmtree(self.layout.work_dir(run_id), ignore_errors=True)
         elif self.store.set_status_if(run_id, schema.RUNNING, status=schema.CANCELLING):
             self.hub.publish(run_id)
-            self.runner.cancel(run_id)
+            if self.executor is not None:
+                self.executor.runner.cancel(run_id)
         state = self.store.run_state(run_id)
         return state[0] if state else None
 
@@ -243,14 +157,10 @@ class Jobs:
     def _end_unstarted(self, run_id: str, status: str, action: str, why: str) -> None:
         """End a run no launcher is executing: one `sandbox.msg` saying why, then `status`."""
         state = self.store.run_state(run_id)
-        rundir = self.run_dir(run_id)
-        if state is not None and rundir.is_dir():
-            sink = EventSink(self.store, self.hub, run_id, rundir / "events.ndjson")
+        if state is not None:
+            sink = EventSink(self.store, self.hub, run_id)
             sink.seq = state[1]
-            try:
-                sink.add([{"type": ev.MSG, "action": action, "message": why}])
-            finally:
-                sink.close()
+            sink.add([ev.as_dict(ev.Msg(action=action, message=why))])
         self.store.update_run(
             run_id,
             status=status,
@@ -262,14 +172,12 @@ class Jobs:
         self.hub.publish(run_id)
 
     def shutdown(self) -> None:
-        """Stop: kill runs in flight (their workers record them) and drain the queue."""
-        self._closing = True
-        self.runner.kill_all()
+        """Stop: kill runs in flight here (their threads record them) and drain the queue."""
+        if self.executor is not None:
+            self.executor.kill_all()
+        if self.reaper is not None:
+            self.reaper.stop()
         self.queue.close()
         self.forwarder.close()
         self.store.close()
         self.layout.close()
-
-
-def _policy_dict(policy: Policy) -> dict[str, Any]:
-    return {name: getattr(policy, name) for name in Policy.__dataclass_fields__}

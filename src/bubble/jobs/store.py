@@ -1,9 +1,11 @@
-"""Persistence for runs, events, artifacts and samples through SQLAlchemy Core.
+"""Persistence for runs, events, output, artifacts and samples through SQLAlchemy Core.
 
 Every event is written here as it arrives (batched, one transaction per batch) and every
 reader -- the SSE stream, the JSON poller, a permalink -- reads from here, which is what
-makes resuming a stream lossless. With SQLite, writes are serialised by one lock (SQLite
-allows one writer) while WAL mode lets readers proceed concurrently.
+makes resuming a stream lossless, and what lets the web server and the workers run on
+different machines. With SQLite, writes are serialised by one lock (SQLite allows one
+writer) while WAL mode lets readers proceed concurrently. With PostgreSQL (psycopg 3),
+event batches go in with COPY.
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 
-from bubble.jobs import schema
-from bubble.jobs.schema import artifacts, events, runs, samples
+from bubble.jobs import migrate, schema
+from bubble.jobs.schema import artifacts, blobs, events, output, runs, samples
+
+# States in which an executor holds the run (and moves its heartbeat).
+EXECUTING = (schema.RUNNING, schema.CANCELLING)
+COPY_EVENTS = "COPY events (run_id, seq, type, category, ts, data) FROM STDIN"
+
+
+INT32_MAX = (1 << 31) - 1  # the widest integer column PostgreSQL has here (INTEGER)
 
 
 def new_id() -> str:
@@ -45,7 +54,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class Store:
     """Tables plus the queries the orchestrator and the web layer need."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, upgrade_hint: str = "bubble db upgrade") -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
@@ -54,11 +63,16 @@ class Store:
             # Many SSE streams query briefly and often; keep connections around.
             kwargs["pool_size"] = 8
             kwargs["max_overflow"] = 64
+        else:
+            # A server's SSE streams and a worker's pumps each hold a connection briefly;
+            # a dead connection (database restarted) is replaced, not handed out.
+            kwargs.update(pool_size=8, max_overflow=32, pool_pre_ping=True)
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._wlock = threading.Lock() if self.is_sqlite else None
-        schema.metadata.create_all(self.engine)
+        shown = self.engine.url.render_as_string(hide_password=True)
+        migrate.ensure(self.engine, shown, upgrade_hint)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -105,9 +119,41 @@ class Store:
         """Newest first; `before` is the `num` of the last run of the previous page."""
         query = select(runs).order_by(runs.c.num.desc()).limit(limit)
         if before is not None:
-            query = query.where(runs.c.num < before)
+            # Query cursors are 63-bit; the column is 32-bit on PostgreSQL.
+            query = query.where(runs.c.num < min(before, INT32_MAX))
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    def claim_run(self, run_id: str, worker: str) -> bool:
+        """queued -> running for `worker`; False if someone else has it (or it ended)."""
+        now = time.time()
+        query = (
+            runs.update()
+            .where(
+                runs.c.id == run_id,
+                runs.c.status == schema.QUEUED,
+            )
+            .values(status=schema.RUNNING, started_at=now_iso(), worker=worker, heartbeat_at=now)
+        )
+        with self._write() as conn:
+            return conn.execute(query).rowcount == 1
+
+    def heartbeat(self, run_id: str) -> None:
+        query = (
+            runs.update()
+            .where(runs.c.id == run_id, runs.c.status.in_(EXECUTING))
+            .values(heartbeat_at=time.time())
+        )
+        with self._write() as conn:
+            conn.execute(query)
+
+    def stale_runs(self, older_than: float) -> list[tuple[str, str | None, str]]:
+        """(id, worker, status) of executing runs whose last heartbeat is older than that."""
+        query = select(runs.c.id, runs.c.worker, runs.c.status).where(
+            runs.c.status.in_(EXECUTING), runs.c.heartbeat_at < older_than
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2]) for r in conn.execute(query)]
 
     def runs_in_flight(self) -> list[str]:
         query = select(runs.c.id).where(runs.c.status.in_(sorted(schema.IN_FLIGHT)))
@@ -132,19 +178,27 @@ class Store:
                         for r in rows
                     ],
                 )
-            else:
+            elif self.engine.dialect.name == "postgresql":
+                _copy_events(conn, run_id, rows)
+            else:  # any other database SQLAlchemy speaks
                 conn.execute(events.insert(), [{"run_id": run_id, **r} for r in rows])
             conn.execute(runs.update().where(runs.c.id == run_id).values(last_seq=rows[-1]["seq"]))
 
     def events_after(self, run_id: str, after: int, limit: int) -> list[tuple[int, str]]:
+        # Numbering is gap-free, so the page is a bounded key range: PostgreSQL, with its
+        # statistics stale while a flood lands, would otherwise fetch and sort every later
+        # event of the run for each page (measured: 8,700 instead of 100,000+ events/s).
         query = (
             select(events.c.seq, events.c.data)
-            .where(events.c.run_id == run_id, events.c.seq > after)
+            .where(
+                events.c.run_id == run_id,
+                events.c.seq > min(after, INT32_MAX),
+                events.c.seq <= min(after + limit, INT32_MAX),
+            )
             .order_by(events.c.seq)
-            .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [(r[0], r[1]) for r in conn.execute(query)]
+            return [(r[0], r[1]) for r in conn.execute(query).all()]
 
     def event_counts(self, run_id: str) -> list[tuple[str, str | None, int]]:
         query = (
@@ -160,6 +214,50 @@ class Store:
         while rows := self.events_after(run_id, after, batch):
             yield from rows
             after = rows[-1][0]
+
+    # -- output -----------------------------------------------------------------------------
+    def add_output(self, run_id: str, stream: str, offset: int, data: bytes) -> None:
+        row = {"run_id": run_id, "stream": stream, "offset": offset, "data": data}
+        with self._write() as conn:
+            conn.execute(output.insert().values(**row))
+
+    def output_after(self, run_id: str, stream: str, offset: int, limit: int) -> bytes:
+        """Up to `limit` bytes of a stream from byte `offset` (chunks are contiguous)."""
+        query = (
+            select(output.c.offset, output.c.data)
+            .where(output.c.run_id == run_id, output.c.stream == stream)
+            .order_by(output.c.offset)
+        )
+        start = self._chunk_at(run_id, stream, offset)
+        if start is None:
+            return b""
+        parts: list[bytes] = []
+        size = 0
+        with self.engine.connect() as conn:
+            for at, data in conn.execute(query.where(output.c.offset >= start)):
+                parts.append(bytes(data)[max(0, offset - at) :])
+                size += len(parts[-1])
+                if size >= limit:
+                    break
+        return b"".join(parts)[:limit]
+
+    def _chunk_at(self, run_id: str, stream: str, offset: int) -> int | None:
+        """Offset of the chunk holding byte `offset`, if written yet."""
+        query = select(func.max(output.c.offset)).where(
+            output.c.run_id == run_id, output.c.stream == stream, output.c.offset <= offset
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    # -- blobs: uploads and dropped files ----------------------------------------------------
+    def put_blob(self, blob_id: str, data: bytes) -> None:
+        with self._write() as conn:
+            conn.execute(blobs.insert().values(id=blob_id, data=data))
+
+    def get_blob(self, blob_id: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(select(blobs.c.data).where(blobs.c.id == blob_id)).scalar()
+        return None if found is None else bytes(found)
 
     # -- artifacts and samples ----------------------------------------------------------
     def add_artifacts(self, rows: Iterable[dict[str, Any]]) -> None:
@@ -200,3 +298,13 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(select(samples).where(samples.c.id == sample_id)).mappings().first()
         return dict(row) if row else None
+
+
+def _copy_events(conn: Connection, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL's COPY through psycopg 3, inside the caller's transaction: several
+    times faster than an INSERT per row for a flood's batches."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur, cur.copy(COPY_EVENTS) as copy:
+        for r in rows:
+            copy.write_row((run_id, r["seq"], r["type"], r["category"], r["ts"], r["data"]))

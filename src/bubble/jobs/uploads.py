@@ -1,8 +1,9 @@
-"""Uploaded samples: stored by id (never by the client's file name) with their sha256.
+"""Uploaded samples: stored in the database by id (never by the client's file name) with
+their sha256, so the worker that runs one fetches it from there.
 
-A file is written to a temporary name and renamed into place only once it is complete,
-so an oversized or broken upload leaves nothing behind. Its first bytes say what it is:
-an ELF binary, a script (the `#!` line becomes the interpreter hint) or plain data.
+The upload is read whole (within the cap) before anything is stored, so an oversized or
+broken upload leaves nothing behind. Its first bytes say what it is: an ELF binary, a
+script (the `#!` line becomes the interpreter hint) or plain data.
 """
 
 from __future__ import annotations
@@ -35,49 +36,34 @@ def sniff(head: bytes) -> tuple[str, str | None]:
 
 
 class Uploads:
-    """The upload folder plus the `samples` rows describing it."""
+    """Upload blobs plus the `samples` rows describing them."""
 
-    def __init__(self, root: Path, store: Store, max_bytes: int) -> None:
-        self.root = root
+    def __init__(self, store: Store, max_bytes: int) -> None:
         self.store = store
         self.max_bytes = max_bytes
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-    def path_of(self, upload_id: str) -> Path:
-        return self.root / upload_id
 
     def save(self, stream: IO[bytes], client_name: str) -> dict[str, Any]:
         """Store `stream` under a fresh id; returns the sample row."""
         upload_id = new_id()
-        tmp = self.root / f".{upload_id}.part"
-        digest = hashlib.sha256()
+        parts: list[bytes] = []
         size = 0
-        head = b""
-        try:
-            with open(tmp, "xb") as out:
-                while chunk := stream.read(1 << 20):
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise UploadTooLarge(
-                            f"the upload is larger than {self.max_bytes} bytes",
-                            "upload a smaller file or start the server with a larger --max-upload",
-                        )
-                    if len(head) < 512:
-                        head += chunk[: 512 - len(head)]
-                    digest.update(chunk)
-                    out.write(chunk)
-            file_type, interpreter = sniff(head)
-            os.chmod(tmp, 0o755 if file_type != "data" else 0o644)
-            os.rename(tmp, self.path_of(upload_id))
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        while chunk := stream.read(1 << 20):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise UploadTooLarge(
+                    f"the upload is larger than {self.max_bytes} bytes",
+                    "upload a smaller file or start the server with a larger --max-upload",
+                )
+            parts.append(chunk)
+        data = b"".join(parts)
+        file_type, interpreter = sniff(data[:512])
+        self.store.put_blob(upload_id, data)
         name = os.path.basename(client_name.replace("\\", "/"))[:200] or "upload"
         row = {
             "id": upload_id,
             "kind": "upload",
             "name": name,
-            "sha256": digest.hexdigest(),
+            "sha256": hashlib.sha256(data).hexdigest(),
             "size": size,
             "file_type": file_type,
             "executable": file_type != "data",
@@ -92,7 +78,7 @@ class Uploads:
         if not _ID.match(upload_id):
             return None
         row = self.store.get_sample(upload_id)
-        if row is None or row["kind"] != "upload" or not self.path_of(upload_id).is_file():
+        if row is None or row["kind"] != "upload":
             return None
         return row
 

@@ -237,8 +237,11 @@ def decide(
     if category == "fs":
         return decide_fs(row, nr, pid, ctx, policy, how_flags)
     if category == "exec":
+        # The parent from /proc (one small read per exec, not per call): the report's tree
+        # is built from spawn and end events alone.
         spawn = events.Spawn(
             pid=pid,
+            ppid=status_kb(pid, "PPid"),
             exe=ctx.get("path", ""),
             argv=ctx.get("argv"),
             exe_hex=ctx.get("path_hex"),

@@ -7,66 +7,52 @@ app's instance folder.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
-from bubble.jobs.model import JobsConfig, cpu_count
+from bubble.jobs import settings
+from bubble.jobs.model import JobsConfig
 from bubble.jobs.service import Jobs
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
-DEFAULTS: dict[str, Any] = {
-    "DATA_DIR": None,  # default: $BUBBLE_DATA_DIR or ./instance
-    "DATABASE_URL": None,  # default: SQLite file in the data dir ($BUBBLE_DB_URL)
-    "WORKERS": None,  # runs at once (default: CPU count); the rest queue
-    "DEFAULT_TIMEOUT": 8.0,  # the seed's watchdog, seconds
-    "MAX_TIMEOUT": 300.0,  # the most a run may ask for
-    "MAX_UPLOAD": 64 << 20,  # bytes
-    "MAX_QUEUE": 1000,  # runs waiting for a worker
-    "OUTPUT_CAP": 16 << 20,  # bytes of stdout (and of stderr) kept per run
-    "BUBBLE_API": None,  # default: $BUBBLE_API; unset -> offline NDJSON sink
-    "TOKEN": None,  # access token; required for a non-loopback bind
+# Config keys and defaults come from the settings table (`bubble.jobs.settings`); config
+# values left None are filled from the BUBBLE_* environment, then the table's default.
+DEFAULTS: dict[str, Any] = settings.app_defaults() | {
+    "DATA_DIR": None,
     "ALLOWED_HOSTS": list(LOOPBACK_HOSTS),  # Host header names answered; None = any
-    "KEEPALIVE_SECONDS": 15.0,  # SSE comment when a stream is idle this long
-    "POLL_SECONDS": 1.0,  # a waiting stream re-reads the store at least this often
-    "SSE_BATCH": 1000,  # events per store read while catching up
 }
 
 
-def _jobs_config(cfg: Mapping[str, Any]) -> JobsConfig:
-    data_dir = cfg["DATA_DIR"] or os.environ.get("BUBBLE_DATA_DIR") or "instance"
-    return JobsConfig(
-        data_dir=Path(data_dir).resolve(),
-        db_url=cfg["DATABASE_URL"] or os.environ.get("BUBBLE_DB_URL") or None,
-        workers=int(cfg["WORKERS"] or cpu_count()),
-        default_timeout=float(cfg["DEFAULT_TIMEOUT"]),
-        max_timeout=float(cfg["MAX_TIMEOUT"]),
-        output_cap=int(cfg["OUTPUT_CAP"]),
-        max_upload=int(cfg["MAX_UPLOAD"]),
-        max_queue=int(cfg["MAX_QUEUE"]),
-        api_url=cfg["BUBBLE_API"] or os.environ.get("BUBBLE_API") or None,
-    )
+def _values(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings table's view of a Flask config: env fills what the config left None."""
+    given = {s.name: cfg.get(s.config_key) for s in settings.SETTINGS}
+    given = {k: v for k, v in given.items() if v is not None and v != settings.BY_NAME[k].default}
+    return settings.resolve(given)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `config` overrides `DEFAULTS` (keys as above)."""
     merged = dict(DEFAULTS) | dict(config or {})
-    jobs_cfg = _jobs_config(merged)
-    if jobs_cfg.default_timeout > jobs_cfg.max_timeout:
-        merged["DEFAULT_TIMEOUT"] = jobs_cfg.max_timeout
-        jobs_cfg = _jobs_config(merged)
+    from bubble.web import errors, pages, runs, security, seed, stream, uploads
+
+    if merged["TOKEN"]:
+        security.check_token(merged["TOKEN"])  # before anything is started
+    values = _values(merged)
+    values["default_timeout"] = min(values["default_timeout"], values["max_timeout"])
+    jobs_cfg = JobsConfig.from_settings(values)
+    merged.update({s.config_key: values[s.name] for s in settings.SETTINGS})
+    merged["DEFAULT_TIMEOUT"] = jobs_cfg.default_timeout
+    if merged["POLL_SECONDS"] is None:
+        merged["POLL_SECONDS"] = 0.2 if jobs_cfg.queue_url else 1.0
     app = Flask(__name__, instance_path=str(jobs_cfg.data_dir))
     app.config.from_mapping(merged)
     # The multipart envelope adds a little to the file itself.
     app.config["MAX_CONTENT_LENGTH"] = jobs_cfg.max_upload + (64 << 10)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["bubble"] = Jobs(jobs_cfg)
-
-    from bubble.web import errors, pages, runs, security, seed, stream, uploads
 
     errors.init_app(app)
     security.init_app(app)

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from bubble.jobs.output import read_text
-from bubble.web.parse import json_body
+from bubble.web.body import json_body
 from bubble.web.runs import describe, get_run_or_404, jobs, start_run
 from bubble.web.uploads import save_upload
 
@@ -43,8 +43,8 @@ def seed_result(rec: dict[str, Any]) -> dict[str, Any]:
     j = jobs()
     run_id = rec["id"]
     alerts = [json.loads(data) for _, data in j.store.events_after(run_id, 0, MAX_ALERTS)]
-    stdout, _ = read_text(j.run_dir(run_id) / "stdout.txt", 0, MAX_TEXT, True)
-    stderr, _ = read_text(j.run_dir(run_id) / "stderr.txt", 0, MAX_TEXT, True)
+    stdout, _ = read_text(j.store, run_id, "stdout", 0, MAX_TEXT, True)
+    stderr, _ = read_text(j.store, run_id, "stderr", 0, MAX_TEXT, True)
     art = {a["kind"]: a["id"] for a in rec["artifacts"]}
     duration = rec["duration_ms"]
     return {

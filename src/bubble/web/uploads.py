@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
 
@@ -54,7 +55,7 @@ def download_upload(upload_id: str) -> Response:
         )
     name = _UNSAFE_NAME.sub("_", row["name"]).strip(" .") or "sample"
     return send_file(
-        jobs().uploads.path_of(upload_id),
+        io.BytesIO(jobs().store.get_blob(upload_id) or b""),
         mimetype="application/octet-stream",
         as_attachment=True,
         download_name=name,
