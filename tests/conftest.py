@@ -16,9 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.servers import PostgresServer, RedisServer
 from tests.unit.test_events_doc import assert_documented
+
+# Property tests check behaviour, not speed: no per-example deadline (a loaded CI machine
+# made single examples take seconds), and no "too slow" health check for the same reason.
+settings.register_profile("bubble", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("bubble")
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE_SRC = ROOT / "tests" / "probes" / "probe.c"

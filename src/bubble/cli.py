@@ -1,5 +1,5 @@
-"""`bubble` command line: `run` (the sandbox), `serve` (the web UI), `worker` (executes
-queued runs), `db upgrade` (schema migrations), `selftest`.
+"""`bubble` command line: `run` (the sandbox), `report`, `policy suggest`, `diff`, `serve` (the
+web UI), `worker` (executes queued runs), `db upgrade` (schema migrations), `selftest`.
 
 Kept light on purpose: start-up time is part of every run, so flags are parsed from the
 policy's own table (no argparse) and each subcommand imports its layer only when called.
@@ -18,8 +18,10 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
                   [--trace-net] [--peek-tx=N] [--timeout S] [--memory SIZE] [--cpu S]
                   [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root [--keep-caps]]
                   [--policy FILE] [--allow-write DIR]...
-                  [--events PATH|- | --events-fd N] -- PROG [ARGS...]
-       bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token T]
+                  [--events PATH|- | --events-fd N] [--events-format ndjson|text]
+                  [--report PATH] -- PROG [ARGS...]
+       bubble report EVENTS.ndjson [--format json|ecs|text] [--rules DIR]
+       bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token-file F]
                     [--db-url URL] [--queue-url redis://...]   (all: bubble serve --help)
        bubble worker --queue-url redis://... --db-url URL [--name N] [--concurrency K]
        bubble db upgrade [--db-url URL | --data-dir DIR]
@@ -32,7 +34,7 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
 _VALUE_KINDS = ("int", "seconds", "size", "str", "list")
 
 
-_OWN_VALUES = ("--events", "--events-fd", "--policy")
+_OWN_VALUES = ("--events", "--events-fd", "--policy", "--events-format", "--report")
 
 
 def _merged(old: object, items: tuple[str, ...]) -> tuple[str, ...]:
@@ -47,6 +49,8 @@ class RunArgs:
         self.argv = argv
         self.events = events
         self.events_fd = events_fd
+        self.events_format: str | None = None  # None: text at a terminal, NDJSON elsewhere
+        self.report: str | None = None
 
 
 def parse_run(args: list[str]) -> RunArgs:
@@ -54,6 +58,7 @@ def parse_run(args: list[str]) -> RunArgs:
     values: dict[str, object] = {}
     events: str | None = None
     events_fd: int | None = None
+    own: dict[str, str] = {}
     i = 0
     while i < len(args):
         arg = args[i]
@@ -80,6 +85,8 @@ def parse_run(args: list[str]) -> RunArgs:
 
                 for name, items in scopes.load(text).items():
                     values[name] = _merged(values.get(name), items)
+            elif flag in _OWN_VALUES:
+                own[flag] = text
             else:
                 name, kind = FLAGS[flag]
                 value = convert(flag, kind, text)
@@ -102,14 +109,59 @@ def parse_run(args: list[str]) -> RunArgs:
         raise UsageError("--events and --events-fd both given", "choose one place for events")
     if events_fd is not None and events_fd < 0:
         raise UsageError(f"--events-fd {events_fd} is not a descriptor", "give a number >= 0")
-    return RunArgs(Policy(**values), argv, events, events_fd)  # type: ignore[arg-type]
+    parsed = RunArgs(Policy(**values), argv, events, events_fd)  # type: ignore[arg-type]
+    fmt = own.get("--events-format")
+    if fmt is not None and fmt not in ("ndjson", "text"):
+        raise UsageError(f"--events-format {fmt}: unknown", "use ndjson or text")
+    parsed.events_format = fmt
+    parsed.report = own.get("--report")
+    return parsed
+
+
+def _sink(parsed: RunArgs) -> tuple[bool | None, int | None, int | None]:
+    """(text: None for NDJSON, else colour?; fd for a copy of the NDJSON; fd for the summary).
+    A terminal gets readable lines and the summary at the end; files, fds and pipes get
+    NDJSON unless --events-format says otherwise."""
+    from bubble.eventline import colour_wanted
+
+    fd = parsed.events_fd if parsed.events_fd is not None else 2
+    at_terminal = False
+    if parsed.events in (None, "-") or parsed.events_fd is not None:
+        at_terminal = _is_open(fd) and os.isatty(fd)
+    fmt = parsed.events_format or ("text" if at_terminal else "ndjson")
+    text = None
+    if fmt == "text":
+        text = at_terminal and colour_wanted(fd)
+    tee = None
+    if parsed.report or text is not None:
+        tee = os.memfd_create("bubble-events", os.MFD_CLOEXEC)
+    return text, tee, fd if text is not None and at_terminal else None
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
 
 
 def _run(args: list[str]) -> int:
     parsed = parse_run(args)
     from bubble.sandbox.launcher import launch
 
-    status = launch(parsed.policy, parsed.argv, events=parsed.events, events_fd=parsed.events_fd)
+    text, tee, summary_fd = _sink(parsed)
+    status = launch(
+        parsed.policy,
+        parsed.argv,
+        events=parsed.events,
+        events_fd=parsed.events_fd,
+        sink=(text, tee),
+    )
+    if tee is not None:
+        from bubble.analysis.cli import after_run
+
+        after_run(f"/proc/self/fd/{tee}", parsed.report, summary_fd)
     # Everything is written and the tree is gone: skip the interpreter's teardown (~10 ms of
     # every run's wall time, measured in docs/benchmarks.md).
     sys.stdout.flush()
@@ -124,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "run":
             return _run(rest)
+        if command == "report":
+            from bubble.analysis.cli import main as report_main
+
+            return report_main(rest)
         if command == "serve":
             from bubble.web.serve import main as serve_main
 
@@ -162,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         raise UsageError(
             f"unknown command {command!r}" if command else "no command given",
-            "use `bubble run -- PROG`, `bubble serve`, `bubble worker`, `bubble db upgrade` "
-            "or `bubble selftest`",
+            "use `bubble run -- PROG`, `bubble report EVENTS`, `bubble serve`, `bubble worker`, "
+            "`bubble db upgrade` or `bubble selftest`",
         )
     except BubbleError as err:
         if err.message == "help requested":

@@ -10,6 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, fields
 
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from typing import Any
+
 try:
     from _json import encode_basestring as _quote  # the C escaper json.dumps itself uses
 except ImportError:  # pragma: no cover - other Pythons
@@ -30,6 +34,8 @@ NET_SEND = "net.send"
 NET_PEEK = "net.tx.peek"
 MSG = "sandbox.msg"
 FS_DROP = "fs.drop"  # added by the orchestrator, not the launcher
+END = "process.end"
+ERROR = "run.error"  # added by the orchestrator: the launcher could not run the program
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +125,44 @@ class Exit:
     notes: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class End:
+    """A process of the tree other than the root ended (the root gets `process.exit`)."""
+
+    type: str = END
+    pid: int
+    ppid: int | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    signal_name: str | None = None
+    core_suppressed: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Drop:
+    """The orchestrator's view of the run directory after the run: what was created,
+    modified or deleted (each item: name, kind, size, sha256 where a file was read)."""
+
+    type: str = FS_DROP
+    cwd: str
+    count: int
+    files: list[dict[str, Any]]
+    modified: list[dict[str, Any]]
+    deleted: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Error:
+    """The launcher refused or failed to run the program (exit status 125-127): its message
+    and the hint, on the events channel so a reader of events sees why nothing ran."""
+
+    type: str = ERROR
+    action: str
+    message: str
+    hint: str
+    status: int | None = None
+
+
 def exact(text: str) -> tuple[str, str | None]:
     """Text for an event from a path or argument read as bytes (decoded with
     surrogateescape): unchanged if it is valid UTF-8; otherwise each undecodable byte shown
@@ -144,13 +188,23 @@ def exact_list(texts: list[str]) -> tuple[list[str], list[str] | None]:
     return [t for t, _ in shown], [t.encode("utf-8", "surrogateescape").hex() for t in texts]
 
 
-Event = Spawn | Call | Msg | Exit
-EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Msg, Exit)
+Event = Spawn | Call | Msg | Exit | End
+EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Msg, Exit, End, Drop, Error)
 
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_CLASSES}
 # Fields serialised even when None (null says "no exit code: killed by a signal").
 _KEEP_NULL: dict[type, frozenset[str]] = {cls: frozenset() for cls in EVENT_CLASSES}
 _KEEP_NULL[Exit] = frozenset({"exit_code", "signal"})
+
+
+def as_dict(event: Drop | Error | Msg | End) -> dict[str, Any]:
+    """An event as a mapping, for the orchestrator's sink (which numbers and stamps it);
+    `None` fields are omitted as in `serialise`."""
+    return {
+        name: getattr(event, name)
+        for name in _FIELD_NAMES[type(event)]
+        if getattr(event, name) is not None
+    }
 
 
 class Clock:

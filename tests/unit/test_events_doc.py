@@ -36,6 +36,9 @@ CLASS_TYPES = {
     events.Spawn: [events.SPAWN],
     events.Msg: [events.MSG],
     events.Exit: [events.EXIT],
+    events.End: [events.END],
+    events.Drop: [events.FS_DROP],
+    events.Error: [events.ERROR],
     events.Call: [
         events.ALERT,
         events.FS_WRITE,

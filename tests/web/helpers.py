@@ -41,11 +41,11 @@ class LiveServer:
     """`app` served by waitress (the production server) in this process, on a free port,
     so a test can both talk HTTP to it and write into its store."""
 
-    def __init__(self, app: Flask, threads: int = 32) -> None:
-        from waitress import create_server
+    def __init__(self, app: Flask, threads: int = 32, **server: Any) -> None:
+        from bubble.web.httpd import create_http_server
 
         self.app = app
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+        self.server = create_http_server(app, "127.0.0.1", 0, threads, **server)
         self.port = self.server.effective_port  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self._serve, daemon=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import socket
 import threading
 import time
@@ -257,15 +258,25 @@ def test_stopping_the_server_records_running_runs(data_dir: Path) -> None:
         again.stop()
 
 
-def test_non_loopback_bind_needs_a_token(data_dir: Path) -> None:
+def test_non_loopback_bind_needs_a_long_token_kept_out_of_ps(
+    data_dir: Path, tmp_path: Path
+) -> None:
     with pytest.raises(RuntimeError, match=r"\(125\).*without an access token"):
         ServeProcess(data_dir, "--host", "0.0.0.0")
-    server = ServeProcess(data_dir, "--host", "0.0.0.0", "--token", "t0k")
+    with pytest.raises(RuntimeError, match=r"\(125\).*at least 16 characters"):
+        ServeProcess(data_dir, "--host", "0.0.0.0", env={"BUBBLE_TOKEN": "t0k"})
+    token = secrets.token_urlsafe(24)
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    server = ServeProcess(data_dir, "--host", "0.0.0.0", "--token-file", str(token_file))
     try:
+        # Nothing on the command line (what `ps` shows every user) holds the token.
+        assert token.encode() not in Path(f"/proc/{server.proc.pid}/cmdline").read_bytes()
         base = server.url.replace("0.0.0.0", "127.0.0.1")
         assert requests.get(f"{base}/api/runs", timeout=5).status_code == 401
-        ok = requests.get(f"{base}/api/runs", headers={"Authorization": "Bearer t0k"}, timeout=5)
-        assert ok.status_code == 200
+        auth = {"Authorization": f"Bearer {token}"}
+        assert requests.get(f"{base}/api/runs", headers=auth, timeout=5).status_code == 200
     finally:
         server.stop()
 

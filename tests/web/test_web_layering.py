@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "bubble"
-LEAVES = {"bubble.policy", "bubble.events", "bubble.errors"}
+LEAVES = {"bubble.policy", "bubble.events", "bubble.errors", "bubble.eventline", "bubble.scopes"}
 
 
 def bubble_imports(path: Path) -> set[str]:
@@ -27,7 +27,24 @@ def bubble_imports(path: Path) -> set[str]:
 def test_jobs_imports_only_leaves_and_itself(path: Path) -> None:
     for name in bubble_imports(path):
         top = ".".join(name.split(".")[:2])
-        assert top in LEAVES or top == "bubble.jobs" or name == "bubble", (path.name, name)
+        allowed = top in LEAVES or top in ("bubble.jobs", "bubble.analysis")
+        assert allowed or name == "bubble", (path.name, name)
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "analysis").glob("*.py")), ids=lambda p: p.name)
+def test_analysis_imports_only_leaves_and_itself(path: Path) -> None:
+    """The report is pure functions over events: the CLI, the orchestrator and the web use
+    the same module, and none of it can touch the sandbox."""
+    for name in bubble_imports(path):
+        top = ".".join(name.split(".")[:2])
+        assert top in LEAVES or top == "bubble.analysis" or name == "bubble", (path.name, name)
+
+
+def test_leaves_import_no_other_layer() -> None:
+    for leaf in LEAVES:
+        path = SRC / f"{leaf.split('.')[1]}.py"
+        for name in bubble_imports(path):
+            assert ".".join(name.split(".")[:2]) in LEAVES or name == "bubble", (path.name, name)
 
 
 @pytest.mark.parametrize("path", sorted((SRC / "web").glob("*.py")), ids=lambda p: p.name)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bubble.errors import UsageError
 from bubble.jobs import schema
 from bubble.web import shutdown
+from bubble.web.security import COOKIE, FAILURES_PER_CLIENT
 from tests.web.helpers import jobs_of, make_app, synthetic_run
 from tests.web.test_web_api import assert_error
+
+TOKEN = "correct-horse-battery-staple"
 
 
 def test_every_response_carries_the_security_headers(client: FlaskClient) -> None:
@@ -60,18 +65,18 @@ def test_cross_origin_state_changes_are_refused(app: Flask, client: FlaskClient)
 
 
 def test_token_guards_api_and_page(tmp_path: Path) -> None:
-    app = make_app(tmp_path / "d", TOKEN="s3cret", ALLOWED_HOSTS=None)
+    app = make_app(tmp_path / "d", TOKEN=TOKEN, ALLOWED_HOSTS=None)
     try:
         client = app.test_client()
         assert_error(client.get("/api/runs"), 401, "access token")
         assert_error(client.get("/api/runs", headers={"Authorization": "Bearer nope"}), 401, "")
-        ok = client.get("/api/runs", headers={"Authorization": "Bearer s3cret"})
+        ok = client.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200
         page = client.get("/")
         assert page.status_code == 303 and page.headers["Location"].endswith("/login")
         assert client.get("/login").status_code == 200
         assert client.post("/login", data={"token": "wrong"}).status_code == 401
-        login = client.post("/login", data={"token": "s3cret"})
+        login = client.post("/login", data={"token": TOKEN})
         assert login.status_code == 303
         cookie = login.headers["Set-Cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
@@ -103,4 +108,66 @@ def test_restart_keeps_finished_runs_and_interrupts_those_in_flight(tmp_path: Pa
         assert page["done"]
     finally:
         shutdown(again)
+        shutdown(app)
+
+
+def test_a_short_token_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="at least 16 characters"):
+        make_app(tmp_path / "d", TOKEN="x" * 15)
+
+
+def _token_app(tmp_path: Path) -> Flask:
+    return make_app(tmp_path / "d", TOKEN=TOKEN, ALLOWED_HOSTS=None)
+
+
+def test_login_accepts_origin_null_only_from_its_own_form(tmp_path: Path) -> None:
+    """Chromium posts a form with `Origin: null` under some referrer policies; /login takes
+    that when the browser marks the request same-origin, and nothing else does."""
+    app = _token_app(tmp_path)
+    try:
+        client = app.test_client()
+        null_same = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+        null_cross = {"Origin": "null", "Sec-Fetch-Site": "cross-site"}
+        assert_error(client.post("/login", data={"token": TOKEN}, headers=null_cross), 403, "")
+        assert_error(
+            client.post("/login", data={"token": TOKEN}, headers={"Origin": "null"}), 403, ""
+        )
+        ok = client.post("/login", data={"token": TOKEN}, headers=null_same)
+        assert ok.status_code == 303 and COOKIE in ok.headers["Set-Cookie"]
+        # Logged in now, yet a state change with Origin: null is still refused.
+        resp = client.post("/api/runs", json={"cmd": "/bin/true"}, headers=null_same)
+        assert_error(resp, 403, "cross-origin")
+        assert jobs_of(app).store.list_runs(5) == []
+        assert client.get("/login").headers["Referrer-Policy"] == "same-origin"
+    finally:
+        shutdown(app)
+
+
+def test_wrong_tokens_are_rate_limited_per_client(tmp_path: Path) -> None:
+    app = _token_app(tmp_path)
+    try:
+        client = app.test_client()
+        # A stale cookie (say, from before a restart with a new token) does not count.
+        client.set_cookie(COOKIE, "an-old-token-from-yesterday")
+        for _ in range(FAILURES_PER_CLIENT * 2):
+            assert client.get("/api/runs").status_code == 401
+        for i in range(FAILURES_PER_CLIENT):
+            wrong = {"Authorization": f"Bearer guess-number-{i:08d}"} if i % 2 else None
+            resp = client.get("/api/runs", headers=wrong) if wrong else None
+            if resp is None:
+                resp = client.post("/login", data={"token": f"guess-number-{i:08d}"})
+            assert resp.status_code == 401
+        # Now even the right token is refused for a while, at /login and as Bearer.
+        assert_error(client.post("/login", data={"token": TOKEN}), 429, "too many wrong tokens")
+        resp = client.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert_error(resp, 429, "too many")
+        assert resp.headers["Retry-After"]
+        # Another client address is not affected.
+        other = client.get(
+            "/api/runs",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            environ_base={"REMOTE_ADDR": "127.0.0.9"},
+        )
+        assert other.status_code == 200
+    finally:
         shutdown(app)

@@ -144,10 +144,8 @@ class Executor:
             changes = fsdiff.diff(workdir, before, drops, new_id)
             extra = orchestrator_notes(result, run["timeout"])
             if changes.files or changes.modified or changes.deleted:
-                extra.append(
-                    {"type": ev.FS_DROP, "cwd": str(workdir), "count": len(changes.files)}
-                    | changes.as_dict()
-                )
+                drop = ev.Drop(cwd=str(workdir), count=len(changes.files), **changes.as_dict())
+                extra.append(ev.as_dict(drop))
             for item, path in changes.copies:
                 item["artifact_id"] = path.name
                 arts.append(self._store_drop(run_id, item, path))

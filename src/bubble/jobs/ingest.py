@@ -73,11 +73,8 @@ class EventSink:
         one line becomes a `sandbox.msg` saying so: numbering never skips."""
         if len(raw) > MAX_LINE:
             self.bad_lines += 1
-            return {
-                "type": ev.MSG,
-                "action": "orchestrator.bad_event",
-                "message": f"an event line of {len(raw)} bytes was too long and was dropped",
-            }, None
+            why = f"an event line of {len(raw)} bytes was too long and was dropped"
+            return ev.as_dict(ev.Msg(action="orchestrator.bad_event", message=why)), None
         try:
             line = raw.decode("utf-8")
             obj = _decode(line)
@@ -86,11 +83,8 @@ class EventSink:
         if not isinstance(obj, dict):
             self.bad_lines += 1
             text = raw[:200].decode("utf-8", "replace")
-            return {
-                "type": ev.MSG,
-                "action": "orchestrator.bad_event",
-                "message": f"the launcher wrote a line that is not a JSON object: {text}",
-            }, None
+            why = f"the launcher wrote a line that is not a JSON object: {text}"
+            return ev.as_dict(ev.Msg(action="orchestrator.bad_event", message=why)), None
         # JSON may carry CR as whitespace, which would end an SSE line: re-encode then.
         return obj, line.strip() if "\r" not in line else None
 

@@ -41,6 +41,7 @@ class JobsConfig:
     python: str = sys.executable
     target_path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH given to the target
     fork_server: bool = True  # launchers forked by a pre-imported `bubble forkserver`
+    rules_dirs: tuple[str, ...] = ()  # the user's Sigma rule folders, for behaviour reports
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any], **extra: Any) -> JobsConfig:
@@ -60,6 +61,7 @@ class JobsConfig:
             heartbeat=float(values["heartbeat"]),
             stale_after=float(values["stale_after"]),
             fork_server=bool(int(values["fork_server"])),
+            rules_dirs=tuple(values["rules"] or ()),
             **extra,
         )
 

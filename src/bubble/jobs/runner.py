@@ -206,6 +206,21 @@ class RunResult:
         self.stdout = stdout
         self.stderr = stderr
 
+    def launcher_error(self) -> ev.Error | None:
+        """The launcher's own error (exit 125-127 and its `bubble: ...` line) as an event."""
+        if self.returncode not in (125, 126, 127) or self.watchdog_fired or self.cancelled:
+            return None
+        line = _bubble_error(self.stderr.tail)
+        if not line:
+            return None
+        message, _, hint = line.partition(" (hint: ")
+        return ev.Error(
+            action="launcher",
+            message=message,
+            hint=hint.removesuffix(")") or "check the command",
+            status=self.returncode,
+        )
+
     def outcome(self) -> dict[str, Any]:
         """The run row's final fields, from the exit event or, failing that, the launcher."""
         exit_ev = self.sink.exit_event or {}
@@ -220,7 +235,7 @@ class RunResult:
             "timed_out": timed_out,
             "ended_at": now_iso(),
         }
-        error = _bubble_error(self.stderr.tail) if self.returncode in (125, 126, 127) else None
+        error = self.launcher_error()
         if self.cancelled:
             values.update(status=schema.CANCELLED, error="cancelled by a user", hint="run it again")
             if self.returncode < 0 and not exit_ev:
@@ -228,9 +243,8 @@ class RunResult:
         elif timed_out:
             values["status"] = schema.TIMEOUT
         elif error:
-            message, _, hint = error.partition(" (hint: ")
-            values.update(status=schema.FAILED, error=message, exit_code=self.returncode)
-            values["hint"] = hint.removesuffix(")") or "check the command"
+            values.update(status=schema.FAILED, error=error.message, exit_code=self.returncode)
+            values["hint"] = error.hint
         elif self.sink.exit_event:
             values["status"] = schema.COMPLETED
         else:
@@ -330,31 +344,20 @@ def die_with_parent(parent: int) -> Any:
 
 
 def orchestrator_notes(result: RunResult, timeout: float) -> list[dict[str, Any]]:
-    """Events the orchestrator adds after the launcher's: watchdog and capped output."""
-    notes: list[dict[str, Any]] = []
+    """Events the orchestrator adds after the launcher's: cancellation, watchdog, capped
+    output, and the launcher's own error (with its hint) when it could not run the program."""
+    notes: list[ev.Msg | ev.Error] = []
     if result.cancelled:
-        notes.append(
-            {
-                "type": ev.MSG,
-                "action": "orchestrator.cancelled",
-                "message": "a user cancelled the run; its process tree was killed",
-            }
-        )
+        why = "a user cancelled the run; its process tree was killed"
+        notes.append(ev.Msg(action="orchestrator.cancelled", message=why))
     if result.watchdog_fired:
-        notes.append(
-            {
-                "type": ev.MSG,
-                "action": "orchestrator.watchdog",
-                "message": f"the run overran its {timeout:g}s limit; its process group was killed",
-            }
-        )
+        why = f"the run overran its {timeout:g}s limit; its process group was killed"
+        notes.append(ev.Msg(action="orchestrator.watchdog", message=why))
     for name, pump in (("stdout", result.stdout), ("stderr", result.stderr)):
         if pump.dropped:
-            notes.append(
-                {
-                    "type": ev.MSG,
-                    "action": "orchestrator.output_capped",
-                    "message": f"{name}: kept {pump.kept} bytes, dropped {pump.dropped}",
-                }
-            )
-    return notes
+            capped = f"{name}: kept {pump.kept} bytes, dropped {pump.dropped}"
+            notes.append(ev.Msg(action="orchestrator.output_capped", message=capped))
+    error = result.launcher_error()
+    if error is not None:
+        notes.append(error)
+    return [ev.as_dict(note) for note in notes]

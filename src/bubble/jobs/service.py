@@ -160,7 +160,7 @@ class Jobs:
         if state is not None:
             sink = EventSink(self.store, self.hub, run_id)
             sink.seq = state[1]
-            sink.add([{"type": ev.MSG, "action": action, "message": why}])
+            sink.add([ev.as_dict(ev.Msg(action=action, message=why))])
         self.store.update_run(
             run_id,
             status=status,

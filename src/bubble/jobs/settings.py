@@ -24,7 +24,7 @@ BOTH = (SERVE, WORKER)
 @dataclass(frozen=True, slots=True)
 class Setting:
     name: str  # flag --name-with-dashes, config key NAME, env BUBBLE_NAME (unless given)
-    kind: str  # str | int | float | size | list
+    kind: str  # str | int | float | size | list (comma-separated) | paths (colon-separated)
     default: Any
     help: str
     scope: tuple[str, ...] = BOTH
@@ -52,7 +52,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "str", "instance", "SQLite database (unless --db-url) and run working directories"),
     Setting("db_url", "str", None, "SQLAlchemy URL of the store, e.g. postgresql+psycopg://u:p@h/db (default: SQLite in the data dir)"),
     Setting("queue_url", "str", None, "Redis URL of the run queue, e.g. redis://h:6379/0 (serve: none = run in-process)"),
-    Setting("token", "str", None, "access token the web API requires (required off loopback)", (SERVE,)),
+    Setting("token", "str", None, "access token the web API requires (required off loopback; a flag is visible in ps: prefer the variable or --token-file)", (SERVE,)),
+    Setting("token_file", "str", None, "read the access token from this file's first line", (SERVE,)),
+    Setting("write_timeout", "float", 30.0, "close a client that reads nothing for this long (seconds)", (SERVE,)),
     Setting("allow_host", "list", [], "extra Host header name answered (repeatable)", (SERVE,), env=None),
     Setting("threads", "int", 64, "HTTP threads (each live stream holds one)", (SERVE,)),
     Setting("workers", "int", None, "in-process queue: runs at once (default: CPU count)", (SERVE,)),
@@ -66,10 +68,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("heartbeat", "float", 2.0, "seconds between an executing run's heartbeats", (WORKER,)),
     Setting("stale_after", "float", 20.0, "a running run without a heartbeat this long failed (its worker died)"),
     Setting("fork_server", "int", 1, "1: launchers forked by a pre-imported fork server (cold while it starts); 0: `python -m bubble run` per run"),
+    Setting("rules", "paths", [], "a folder of your own Sigma rules for behaviour reports (repeatable)", key="RULES"),
     Setting("api_url", "str", None, "BUBBLE_API endpoint runs are forwarded to (unset: offline NDJSON sink)", env="BUBBLE_API", key="BUBBLE_API"),
     Setting("keepalive_seconds", "float", 15.0, "SSE comment when a stream is idle this long", (SERVE,), flag=False),
     Setting("poll_seconds", "float", None, "a waiting stream re-reads the store at least this often (default 1, 0.2 with a queue)", (SERVE,), flag=False),
     Setting("sse_batch", "int", 1000, "events per store read while a stream catches up", (SERVE,), flag=False),
+    Setting("sse_max_streams", "int", None, "live streams at once, each holding a thread (default: from --threads)", (SERVE,), flag=False),
+    Setting("sse_max_per_client", "int", 8, "live streams at once per client address (a run page opens 2)", (SERVE,), flag=False),
 )
 # fmt: on
 
@@ -89,6 +94,8 @@ def convert(setting: Setting, value: Any) -> Any:
             return parse_size(setting.flag_name, value)
         if setting.kind == "list":
             return [v for v in value.split(",") if v]
+        if setting.kind == "paths":  # like PATH: colon-separated
+            return [v for v in value.split(os.pathsep) if v]
     except ValueError:
         raise UsageError(
             f"{setting.flag_name} (or {setting.env_name}) must be a number, not {value!r}",
@@ -102,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser, scope: str) -> None:
     for s in SETTINGS:
         if scope not in s.scope or not s.flag:
             continue
-        if s.kind == "list":
+        if s.kind in ("list", "paths"):
             parser.add_argument(s.flag_name, dest=s.name, action="append", help=s.help)
         else:
             shown = "" if s.default in (None, []) else f" (default {s.default})"

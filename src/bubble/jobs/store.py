@@ -28,6 +28,9 @@ EXECUTING = (schema.RUNNING, schema.CANCELLING)
 COPY_EVENTS = "COPY events (run_id, seq, type, category, ts, data) FROM STDIN"
 
 
+INT32_MAX = (1 << 31) - 1  # the widest integer column PostgreSQL has here (INTEGER)
+
+
 def new_id() -> str:
     """A fresh public identifier (UUID4, the seed's format)."""
     return str(uuid.uuid4())
@@ -116,7 +119,8 @@ class Store:
         """Newest first; `before` is the `num` of the last run of the previous page."""
         query = select(runs).order_by(runs.c.num.desc()).limit(limit)
         if before is not None:
-            query = query.where(runs.c.num < before)
+            # Query cursors are 63-bit; the column is 32-bit on PostgreSQL.
+            query = query.where(runs.c.num < min(before, INT32_MAX))
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
@@ -314,6 +318,10 @@ def _page(run_id: str, after: int, limit: int, *cols: Any) -> Any:
     """(seq, *cols) of a run's events after `after`, at most `limit`, as a key range."""
     return (
         select(events.c.seq, *cols)
-        .where(events.c.run_id == run_id, events.c.seq > after, events.c.seq <= after + limit)
+        .where(
+            events.c.run_id == run_id,
+            events.c.seq > min(after, INT32_MAX),
+            events.c.seq <= min(after + limit, INT32_MAX),
+        )
         .order_by(events.c.seq)
     )

@@ -30,7 +30,7 @@ import select
 import sys
 import time
 
-from bubble.events import Clock, Event, Exit, Msg, serialise
+from bubble.events import _FIELD_NAMES, Clock, Event, Exit, Msg, serialise
 
 RETRY = 0.1  # seconds between attempts while writes fail
 MAX_PENDING = 8 << 20  # bytes of events kept while writes fail (~40,000 alerts)
@@ -41,7 +41,20 @@ _PERMANENT = frozenset({errno.EPIPE, errno.EBADF, errno.EINVAL})
 class EventWriter:
     """See the module doc. `emit` returns the event's seq."""
 
-    def __init__(self, fd: int, limit: int = 1 << 16, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self,
+        fd: int,
+        limit: int = 1 << 16,
+        max_pending: int = MAX_PENDING,
+        *,
+        text: bool | None = None,
+        tee: int | None = None,
+    ) -> None:
+        """`text`: write a readable line per event instead of NDJSON (True: in colour);
+        `tee`: a second descriptor (a memfd) that gets the NDJSON, for the report at the end."""
+        self.text = text
+        self.tee = tee
+        self._tee_parts: list[str] = []
         self.fd = fd
         self.seq = 0
         self.clock = Clock()
@@ -58,7 +71,16 @@ class EventWriter:
 
     def emit(self, event: Event) -> int:
         self.seq += 1
-        line = serialise(event, self.seq, self.clock.now())
+        ts = self.clock.now()
+        line = serialise(event, self.seq, ts)
+        if self.tee is not None:
+            self._tee_parts.append(line)
+        if self.text is not None:
+            from bubble.eventline import line as text_line
+
+            fields = {"seq": self.seq, "ts": ts}
+            fields |= {n: getattr(event, n) for n in _FIELD_NAMES[type(event)]}
+            line = text_line(fields, self.text)
         if self.outage is not None:
             full = len(self._pending) + self._size + len(line) > self._max_pending
             if full and not isinstance(event, Exit):
@@ -74,6 +96,12 @@ class EventWriter:
 
     def flush(self) -> None:
         """Write what is buffered; while writes fail, at most once per RETRY seconds."""
+        if self._tee_parts and self.tee is not None:
+            tee = "".join(self._tee_parts).encode("utf-8", "backslashreplace")
+            self._tee_parts.clear()
+            with contextlib.suppress(OSError):  # a full memfd loses the report, never events
+                while tee:
+                    tee = tee[os.write(self.tee, tee) :]
         if self._parts:
             self._pending += "".join(self._parts).encode("utf-8", "backslashreplace")
             self._parts.clear()

@@ -91,9 +91,14 @@ def _open_events(events_path: str | None, events_fd: int | None) -> int:
 
 
 def launch(
-    policy: Policy, argv: list[str], events: str | None = None, events_fd: int | None = None
+    policy: Policy,
+    argv: list[str],
+    events: str | None = None,
+    events_fd: int | None = None,
+    sink: tuple[bool | None, int | None] = (None, None),
 ) -> int:
-    """Run `argv` under `policy`; returns the exit status DESIGN §3 defines."""
+    """Run `argv` under `policy`; returns the exit status DESIGN §3 defines. `sink`: text
+    lines instead of NDJSON (True: in colour), and a descriptor for a copy of the NDJSON."""
     from bubble.sandbox import netns
     from bubble.sandbox.session import Session
 
@@ -103,5 +108,10 @@ def launch(
 
     netns.check_stdio(policy)
     return Session(
-        policy, argv, _open_events(events, events_fd), resolve_program(argv[0]), target_user(policy)
+        policy,
+        argv,
+        _open_events(events, events_fd),
+        resolve_program(argv[0]),
+        target_user(policy),
+        sink,
     ).run()

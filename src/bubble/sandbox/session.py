@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from bubble import events
 from bubble.policy import Policy
-from bubble.sandbox import _abi, child, keeper, landlock, netns, wire
+from bubble.sandbox import _abi, child, keeper, landlock, lifecycle, netns, wire
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open, prctl
 from bubble.sandbox.control import STOP_SIGNALS, Control
 from bubble.sandbox.eventlog import EventWriter
@@ -41,14 +41,16 @@ class Session:
         events_fd: int,
         path: str,
         user: tuple[int | None, int | None, str | None],
+        sink: tuple[bool | None, int | None] = (None, None),
     ) -> None:
         self.policy = policy
         self.argv = argv
         self.path = path
         self.uid, self.gid, self.user = user
-        self.writer = EventWriter(events_fd)
+        self.writer = EventWriter(events_fd, text=sink[0], tee=sink[1])
         self.ctl = Control(policy, self.writer)
         self.notes: list[str] = []
+        self.lifecycle: lifecycle.Lifecycle | None = None
 
     def run(self) -> int:
         policy, ctl = self.policy, self.ctl
@@ -76,7 +78,10 @@ class Session:
         for sig in (signal.SIGCHLD, *STOP_SIGNALS):
             signal.signal(sig, lambda *_: None)
         plan = self._plan(fallback, ready_w, go_r, err_w)
+        self.lifecycle = _open_lifecycle(self.writer, self.notes)
         ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())
+        if self.lifecycle:
+            ours += (self.lifecycle.fileno(),)
         started = time.monotonic()
         ctl.keeper_pid = keeper.start(plan, report_w, ours)
         for fd in (ready_w, go_r, err_w, report_w):
@@ -84,6 +89,8 @@ class Session:
         report = wire.Reader(report_r)
         forked = report.read_one()
         pid = ctl.child_pid = forked.pid if isinstance(forked, wire.Forked) else 0
+        if self.lifecycle:
+            self.lifecycle.start(ctl.keeper_pid, frozenset({pid}))
         if ctl.cgroups and pid:
             ctl.cgroups.add(pid)  # before "go": the target starts inside its limits
         if not policy.pidns:  # under --pidns our child is the namespace's keeper, not the target
@@ -104,6 +111,8 @@ class Session:
                     os.rmdir(fallback)
             if ctl.cgroups:
                 ctl.cgroups.remove()
+            if self.lifecycle:
+                self.lifecycle.sock.close()
 
     def _plan(self, fallback: str | None, ready_w: int, go_r: int, err_w: int) -> child.ChildPlan:
         policy = self.policy
@@ -194,6 +203,8 @@ class Session:
         }
         for fd in ctl.pump.sinks if ctl.pump else ():
             watch[fd] = functools.partial(ctl.on_output, fd)
+        if self.lifecycle:
+            watch[self.lifecycle.fileno()] = self.lifecycle.on_readable
         os.write(go_w, b"G")
         try:
             sup.serve(watch, ctl.next_due, ctl.on_due)
@@ -206,6 +217,8 @@ class Session:
         ctl.drain(err)
         ctl.drain(report)
         ctl.drain_output()
+        if self.lifecycle:
+            self.lifecycle.finish()  # every process.end before the root's process.exit
         return self._finish(started, sup)
 
     def _degraded(self, listener: int, killable: bool) -> None:
@@ -273,6 +286,15 @@ def _restore_terminal() -> None:
             old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
             os.tcsetpgrp(0, os.getpgrp())
             signal.signal(signal.SIGTTOU, old)
+
+
+def _open_lifecycle(writer: EventWriter, notes: list[str]) -> lifecycle.Lifecycle | None:
+    """The process-events listener, or None with a note saying why there is none."""
+    sock, why = lifecycle.open_listener()
+    if sock is None:
+        notes.append(why or "process.end events unavailable")
+        return None
+    return lifecycle.Lifecycle(sock, writer)
 
 
 def _private_dir(parent: str, prefix: str) -> str:

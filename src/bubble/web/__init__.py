@@ -36,7 +36,12 @@ def _values(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `config` overrides `DEFAULTS` (keys as above)."""
     merged = dict(DEFAULTS) | dict(config or {})
+    from bubble.web import errors, pages, runs, security, seed, stream, uploads
+
+    if merged["TOKEN"]:
+        security.check_token(merged["TOKEN"])  # before anything is started
     values = _values(merged)
+    values["default_timeout"] = min(values["default_timeout"], values["max_timeout"])
     jobs_cfg = JobsConfig.from_settings(values)
     merged.update({s.config_key: values[s.name] for s in settings.SETTINGS})
     merged["DEFAULT_TIMEOUT"] = jobs_cfg.default_timeout
@@ -48,8 +53,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = jobs_cfg.max_upload + (64 << 10)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["bubble"] = Jobs(jobs_cfg)
-
-    from bubble.web import errors, pages, runs, security, seed, stream, uploads
 
     errors.init_app(app)
     security.init_app(app)

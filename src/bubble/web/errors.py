@@ -37,12 +37,24 @@ class NotFound(ApiError):
     status = 404
 
 
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
 class Conflict(ApiError):
     status = 409
 
 
 class UnsupportedMediaType(ApiError):
     status = 415
+
+
+class TooManyRequests(ApiError):
+    status = 429
+
+
+class Unavailable(ApiError):
+    status = 503
 
 
 _STATUS = {UsageError: 400, UnknownUpload: 400, UploadTooLarge: 413, QueueFull: 503}
@@ -67,6 +79,8 @@ def _bubble_error(err: BubbleError) -> Response:
     resp = error_response(err.message, err.hint, status)
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="bubble"'
+    if status in (429, 503):
+        resp.headers["Retry-After"] = "5"
     return resp
 
 

@@ -6,17 +6,18 @@ message naming it, instead of being ignored and running something the caller did
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from flask import request
-
 from bubble.errors import UsageError
 from bubble.jobs.model import RunRequest
 from bubble.policy import Policy
-from bubble.web.errors import BadRequest, UnsupportedMediaType
+from bubble.web import words
+from bubble.web.body import MAX_ARGV_BYTES
+from bubble.web.errors import BadRequest
 
 TOP_KEYS = frozenset(
     {
@@ -36,22 +37,8 @@ TOP_KEYS = frozenset(
 )
 PERMISSION_KEYS = frozenset({"fs_read", "fs_write", "network"})
 MAX_ARGS = 1024
-MAX_ARGV_BYTES = 64 << 10
+MIN_TIMEOUT = 0.1  # seconds: less cannot even start the launcher
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a 4xx saying what is wrong with it."""
-    if not request.is_json:
-        raise UnsupportedMediaType(
-            "the body must be JSON", "send it with 'Content-Type: application/json'"
-        )
-    body = request.get_json(silent=True)
-    if body is None:
-        raise BadRequest("the body is not valid JSON", "check the JSON syntax")
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object", 'e.g. {"cmd": "/bin/echo hi"}')
-    return body
 
 
 def _bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -62,36 +49,50 @@ def _bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
 
 
 def _words(value: Any, key: str) -> list[str]:
-    """A string (split like a shell would, without running one) or a list of strings."""
+    """A string (split like a shell would, without running one) or a list of strings.
+
+    Sizes are checked before anything is split, so a huge value costs one `len`."""
     if value is None or value == "":
         return []
+    too_long = BadRequest(f"{key} is longer than {MAX_ARGV_BYTES} bytes", "shorten it")
     if isinstance(value, str):
+        if len(value) > MAX_ARGV_BYTES or len(value.encode()) > MAX_ARGV_BYTES:
+            raise too_long
         try:
-            words = shlex.split(value)
+            found = words.split(value)
         except ValueError as err:
             raise BadRequest(
                 f"{key} cannot be split into words: {err}", "balance the quotes"
             ) from None
     elif isinstance(value, list) and all(isinstance(w, str) for w in value):
-        words = list(value)
+        if len(value) > MAX_ARGS:
+            raise BadRequest(f"{key} has more than {MAX_ARGS} words", "pass fewer arguments")
+        if sum(len(w.encode()) + 1 for w in value) > MAX_ARGV_BYTES:
+            raise too_long
+        found = list(value)
     else:
         raise BadRequest(f"{key} must be a string or a list of strings", f'e.g. "{key}": "-v"')
-    if any("\0" in w for w in words):
+    if any("\0" in w for w in found):
         raise BadRequest(f"{key} contains a NUL byte", "remove it")
-    return words
+    return found
 
 
 def _timeout(body: Mapping[str, Any], default: float, cap: float) -> float:
     value = body.get("timeout", default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequest("timeout must be a positive number of seconds", '"timeout": 30')
-    if value > cap:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadRequest("timeout must be a finite number of seconds", f"at most {cap:g}")
+    if not value > 0:
+        raise BadRequest("timeout must be a positive number of seconds", '"timeout": 30')
+    if value > cap:  # never formatted: an int of 400 digits does not fit a float
         raise BadRequest(
-            f"timeout {value:g}s exceeds this server's limit of {cap:g}s",
-            f"ask for at most {cap:g} seconds",
+            f"timeout exceeds this server's limit of {cap:g}s", f"ask for at most {cap:g} seconds"
         )
+    if value < MIN_TIMEOUT:
+        raise BadRequest(f"timeout must be at least {MIN_TIMEOUT:g} seconds", '"timeout": 30')
     return float(value)
 
 

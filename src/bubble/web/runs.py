@@ -8,12 +8,13 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 
-from bubble.jobs import schema
+from bubble.jobs import behaviour, schema
 from bubble.jobs.report import list_item, run_report
 from bubble.jobs.service import Jobs
 from bubble.jobs.store import Store
+from bubble.web.body import int_arg, json_body
 from bubble.web.errors import BadRequest, Conflict, NotFound
-from bubble.web.parse import json_body, parse_run
+from bubble.web.parse import parse_run
 
 bp = Blueprint("runs", __name__)
 
@@ -73,12 +74,9 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
 
 @bp.get("/api/runs")
 def list_runs() -> Response:
-    try:
-        limit = int(request.args.get("limit", "20"))
-        before = request.args.get("before")
-        before_num = int(before) if before else None
-    except ValueError:
-        raise BadRequest("limit and before must be whole numbers", "e.g. ?limit=20") from None
+    limit = int_arg(request.args.get("limit"), "limit", 20)
+    before = request.args.get("before")
+    before_num = int_arg(before, "before") if before else None
     if not 1 <= limit <= 200:
         raise BadRequest("limit must be between 1 and 200", "e.g. ?limit=20")
     rows = jobs().store.list_runs(limit, before_num)
@@ -145,6 +143,24 @@ def artifact_body(store: Store, run_id: str, art: dict[str, Any]) -> Iterator[by
             yield data.encode() + b"\n"
     else:
         yield store.get_blob(art["id"]) or b""
+
+
+@bp.get("/api/runs/<run_id>/report")
+def behaviour_report(run_id: str) -> Response:
+    """The behaviour report (JSON), or `?format=ecs`: one ECS document per event, as a
+    download. Computed from the stored events by the module `bubble report` uses."""
+    run = get_run_or_404(run_id)
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "ecs"):
+        raise BadRequest(f"format {fmt!r} is not offered", "use ?format=json or ?format=ecs")
+    events, rep = behaviour.build(jobs().store, run, jobs().cfg.rules_dirs)
+    if fmt == "json":
+        return jsonify(rep)
+    return Response(
+        behaviour.ecs_lines(events, rep),
+        mimetype="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}.ecs.ndjson"'},
+    )
 
 
 @bp.get("/api/health")

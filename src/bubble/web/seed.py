@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from bubble.jobs.output import read_text
-from bubble.web.parse import json_body
+from bubble.web.body import json_body
 from bubble.web.runs import describe, get_run_or_404, jobs, start_run
 from bubble.web.uploads import save_upload
 

@@ -14,7 +14,9 @@ resumes exactly where the last chunk ended.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,24 +25,13 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 from bubble.jobs import schema
 from bubble.jobs.output import read_text
 from bubble.jobs.service import Jobs
-from bubble.web.errors import BadRequest
+from bubble.web.body import int_arg
+from bubble.web.errors import BadRequest, TooManyRequests, Unavailable
 from bubble.web.runs import describe, get_run_or_404, jobs
 
 bp = Blueprint("stream", __name__)
 
 OUTPUT_CHUNK = 64 << 10
-
-
-def _int_arg(text: str | None, name: str, default: int = 0) -> int:
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number", f"e.g. {name}=0") from None
-    if value < 0:
-        raise BadRequest(f"{name} must not be negative", f"e.g. {name}=0")
-    return value
 
 
 def _wants_json() -> bool:
@@ -52,13 +43,65 @@ def _wants_json() -> bool:
     return "text/event-stream" not in request.headers.get("Accept", "") and "after" in request.args
 
 
+class StreamSlots:
+    """Open streams, in all and per client address: each holds a server thread, so both
+    are capped (`SSE_MAX_STREAMS`, `SSE_MAX_PER_CLIENT`) to keep threads for everyone
+    else. A refused stream gets 429 (this client has too many) or 503 (the server has)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._per_client: Counter[str] = Counter()
+
+    def acquire(self, client: str, total_cap: int, per_client_cap: int) -> Callable[[], None]:
+        with self._lock:
+            if self._per_client[client] >= per_client_cap:
+                raise TooManyRequests(
+                    f"this client already has {per_client_cap} open streams",
+                    "close other pages of this server, or retry later",
+                )
+            if self._per_client.total() >= total_cap:
+                raise Unavailable(
+                    f"the server already serves {total_cap} streams", "retry in a few seconds"
+                )
+            self._per_client[client] += 1
+        released = threading.Event()
+
+        def release() -> None:
+            with self._lock:
+                if not released.is_set():
+                    released.set()
+                    self._per_client[client] -= 1
+                    if not self._per_client[client]:
+                        del self._per_client[client]
+
+        return release
+
+    def open(self) -> int:
+        with self._lock:
+            return self._per_client.total()
+
+
+def _slots() -> StreamSlots:
+    slots: StreamSlots = current_app.extensions.setdefault("bubble.streams", StreamSlots())
+    return slots
+
+
 def _sse(gen: Iterator[bytes]) -> Response:
+    cfg = current_app.config
+    release = _slots().acquire(
+        request.remote_addr or "?",
+        int(cfg.get("SSE_MAX_STREAMS") or 48),
+        int(cfg["SSE_MAX_PER_CLIENT"]),
+    )
     # The request context stays alive while streaming, for config and url_for.
-    return Response(
+    resp = Response(
         stream_with_context(gen),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+    # The server calls close() on every response it started, even one never iterated.
+    resp.call_on_close(release)
+    return resp
 
 
 def _wait_loop(
@@ -105,10 +148,10 @@ def events(run_id: str) -> Response:
     j = jobs()
     batch = current_app.config["SSE_BATCH"]
     header = request.headers.get("Last-Event-ID")
-    after = _int_arg(header if header is not None else request.args.get("after"), "after")
+    after = int_arg(header if header is not None else request.args.get("after"), "after")
     if _wants_json():
-        return _events_json(j, run_id, after, _int_arg(request.args.get("limit"), "limit", 1000))
-    group = min(_int_arg(request.args.get("batch"), "batch", 0), 1000)
+        return _events_json(j, run_id, after, int_arg(request.args.get("limit"), "limit", 1000))
+    group = min(int_arg(request.args.get("batch"), "batch", 0), 1000)
     state = {"after": after}
 
     def step() -> tuple[list[bytes], bool]:
@@ -155,9 +198,9 @@ def output(run_id: str) -> Response:
     header = request.headers.get("Last-Event-ID")
     if header:
         out_text, _, err_text = header.partition(":")
-        offsets = [_int_arg(out_text, "stdout"), _int_arg(err_text, "stderr")]
+        offsets = [int_arg(out_text, "stdout"), int_arg(err_text, "stderr")]
     else:
-        offsets = [_int_arg(request.args.get(k), k) for k in ("stdout", "stderr")]
+        offsets = [int_arg(request.args.get(k), k) for k in ("stdout", "stderr")]
 
     def step() -> tuple[list[bytes], bool]:
         status = j.store.run_state(run_id)

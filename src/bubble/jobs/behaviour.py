@@ -1,0 +1,73 @@
+"""A stored run's behaviour report, computed from its stored events by `bubble.analysis`
+(the module `bubble report` uses), so the CLI and the page tell the same story.
+
+The rule set is loaded once per process (pySigma parses YAML in pure Python: ~0.1 s per
+rule file set on this machine) and a finished run's report is kept in a small cache keyed by
+its last seq; a run still in flight is recomputed on every request.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from bubble.analysis import ecs, report, signatures
+from bubble.jobs import schema
+from bubble.jobs.store import Store
+
+_CACHE_SIZE = 16
+_lock = threading.Lock()
+_rulesets: dict[tuple[str, ...], signatures.RuleSet] = {}
+_reports: OrderedDict[tuple[str, int], tuple[list[dict[str, Any]], dict[str, Any]]] = OrderedDict()
+
+
+def ruleset(dirs: tuple[str, ...]) -> signatures.RuleSet:
+    with _lock:
+        found = _rulesets.get(dirs)
+        if found is None:
+            found = _rulesets[dirs] = signatures.load(dirs)
+        return found
+
+
+def _events(store: Store, run_id: str) -> list[dict[str, Any]]:
+    out = []
+    for _seq, data in store.iter_events(run_id):
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def build(
+    store: Store, run: dict[str, Any], dirs: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(clean events, report) of a stored run."""
+    key = (run["id"], int(run.get("last_seq") or 0))
+    done = run["status"] in schema.TERMINAL
+    if done:
+        with _lock:
+            hit = _reports.get(key)
+            if hit is not None:
+                _reports.move_to_end(key)
+                return hit
+    events = report.clean(_events(store, run["id"]))
+    meta = {"command": run["command"], "command_line": run.get("command_line")}
+    meta["policy"] = run.get("policy")
+    rep = report.build(events, ruleset=ruleset(dirs), run=meta)
+    rep["run"] |= {"id": run["id"], "status": run["status"], "done": done}
+    if done:
+        with _lock:
+            _reports[key] = (events, rep)
+            while len(_reports) > _CACHE_SIZE:
+                _reports.popitem(last=False)
+    return events, rep
+
+
+def ecs_lines(events: list[dict[str, Any]], rep: dict[str, Any]) -> Iterator[str]:
+    return ecs.ndjson(events, rep)
