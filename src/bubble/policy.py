@@ -75,10 +75,10 @@ class Policy:
             raise UsageError(
                 "a write scope of / allows every write", "use --deny-fs=0 to allow them all"
             )
-        if self.connect:
+        if self.connect and not self.deny_net:
             raise UsageError(
-                "connect scopes are not enforced yet",
-                "leave [net] connect out, or allow the network with --deny-net=0",
+                "connect scopes narrow a denied network, but the network is allowed",
+                "drop --deny-net=0, or drop the connect scopes",
             )
 
     def to_mapping(self) -> dict[str, Any]:

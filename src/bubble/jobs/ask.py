@@ -20,7 +20,10 @@ import select
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bubble.jobs.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +125,14 @@ def socket_for_launcher() -> tuple[socket.socket, int]:
     fd = os.dup(theirs.fileno())  # inheritable copy: pass it with pass_fds
     theirs.close()
     return ours, fd
+
+
+def store_bridge(store: Store, run_id: str, stop: threading.Event) -> tuple[AskBridge, int]:
+    """A bridge answering run `run_id`'s held calls from the store (where the page posts
+    decisions), and the launcher's end of its socket; the caller starts the bridge once the
+    launcher runs, and closes that end."""
+    ours, theirs = socket_for_launcher()
+    bridge = AskBridge(
+        ours, lambda seqs: store.decisions_for(run_id, seqs), stop, f"ask-{run_id[:8]}"
+    )
+    return bridge, theirs

@@ -1,11 +1,14 @@
 """One run: start the launcher, pump its events and output, enforce the watchdog, collect.
 
 The executor never forks a target: it starts `python -m bubble run --events-fd N ...`
-in a session of its own, with a clean environment (the server's secrets stay out of the
-target) and the run's working directory as cwd. The launcher kills the whole tree at its
-own `--timeout`; the watchdog here is the backstop if it overruns by `kill_margin`. The
-launcher gets SIGKILL when the executing thread dies (PR_SET_PDEATHSIG), and its keeper
-then ends the target's tree: a killed worker leaves nothing running.
+(through the fork server when it is ready, `forkclient`: the same launcher, forked from a
+process that has done its imports; cold otherwise) in a session of its own, with a clean
+environment (the server's secrets stay out of the target) and the run's working directory
+as cwd. The launcher kills the whole tree at its own `--timeout`; the watchdog here is the
+backstop if it overruns by `kill_margin`. A cold launcher gets SIGKILL when the executing
+thread dies (PR_SET_PDEATHSIG); a forked one when its fork server dies or its client's
+connection closes. Its keeper then ends the target's tree: a killed worker leaves nothing
+running.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from typing import Any
 
 from bubble import events as ev
 from bubble.jobs import schema
-from bubble.jobs.ask import AskBridge, socket_for_launcher
+from bubble.jobs.ask import store_bridge
+from bubble.jobs.forkclient import ForkServer, Launched
 from bubble.jobs.hub import Hub
 from bubble.jobs.ingest import EventSink, pump_events
 from bubble.jobs.model import JobsConfig
@@ -40,6 +44,7 @@ READER_JOIN = 30.0
 CANCEL_POLL = 0.5
 
 log = logging.getLogger("bubble.jobs")
+Launcher = subprocess.Popen[bytes] | Launched  # a cold launcher, or one the fork server forked
 
 
 class Runner:
@@ -49,9 +54,17 @@ class Runner:
         self.cfg = cfg
         self.store = store
         self.hub = hub
-        self._active: dict[str, subprocess.Popen[bytes]] = {}
+        self._active: dict[str, Launcher] = {}
         self._wake: dict[str, int] = {}  # run id -> eventfd its watch also waits on
         self._lock = threading.Lock()
+        self.forkserver: ForkServer | None = None
+        if cfg.fork_server:
+            self.forkserver = ForkServer(cfg.python, self._env(Path("/")))
+
+    def close(self) -> None:
+        """Stop the fork server (runs in flight are killed first, by `kill_all`)."""
+        if self.forkserver is not None:
+            self.forkserver.close()
 
     def launcher_argv(self, policy: Policy, argv: list[str], events_fd: int) -> list[str]:
         head = [self.cfg.python, "-m", "bubble", "run", *to_argv(policy)]
@@ -68,6 +81,40 @@ class Runner:
         if "PYTHONPATH" in os.environ:  # an uninstalled checkout: the launcher needs it
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         return env
+
+    def _start(
+        self,
+        cmd: list[str],
+        passed: tuple[int, ...],
+        out_w: int,
+        err_w: int,
+        workdir: Path,
+        extra_env: dict[str, str],
+    ) -> Launcher:
+        """The launcher: forked by the fork server if it is ready, else started cold.
+        Either way it gets exactly these descriptors (`passed` by number: the events pipe,
+        and in ask mode the decision socket), this environment and cwd."""
+        env = self._env(workdir) | extra_env
+        if self.forkserver is not None:
+            null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fds = [null, out_w, err_w, *passed]
+                launched = self.forkserver.spawn(cmd[4:], env, str(workdir), fds, list(passed))
+            finally:
+                os.close(null)
+            if launched is not None:
+                return launched
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            pass_fds=passed,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()),
+        )
 
     def kill_all(self) -> None:
         with self._lock:
@@ -88,20 +135,6 @@ class Runner:
         state = self.store.run_state(run_id)
         return state is not None and state[0] == schema.CANCELLING
 
-    def _ask_bridge(
-        self, run_id: str, policy: Policy, stop: threading.Event
-    ) -> tuple[AskBridge | None, int | None]:
-        """Ask mode: our end of the launcher's decision socket, answered from the store
-        (where the page posts decisions), so it works on any machine that executes the run."""
-        if not policy.ask:
-            return None, None
-        ours, theirs = socket_for_launcher()
-        store = self.store
-        bridge = AskBridge(
-            ours, lambda seqs: store.decisions_for(run_id, seqs), stop, f"ask-{run_id[:8]}"
-        )
-        return bridge, theirs
-
     def execute(self, run_id: str, argv: list[str], policy: Policy, workdir: Path) -> RunResult:
         """Run the launcher to its end; what was seen is in the result."""
         sink = EventSink(self.store, self.hub, run_id)
@@ -109,24 +142,12 @@ class Runner:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         cmd = self.launcher_argv(policy, argv, ev_w)
-        env = self._env(workdir)
         stop = threading.Event()
-        bridge, ask_fd = self._ask_bridge(run_id, policy, stop)
+        bridge, ask_fd = store_bridge(self.store, run_id, stop) if policy.ask else (None, None)
         passed = (ev_w,) if ask_fd is None else (ev_w, ask_fd)
-        if ask_fd is not None:
-            env["SUPERVISOR_JSON_FD"] = str(ask_fd)
+        extra_env = {} if ask_fd is None else {"SUPERVISOR_JSON_FD": str(ask_fd)}
         try:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out_w,
-                stderr=err_w,
-                pass_fds=passed,
-                cwd=workdir,
-                env=env,
-                start_new_session=True,
-                preexec_fn=die_with_parent(os.getpid()),
-            )
+            proc = self._start(cmd, passed, out_w, err_w, workdir, extra_env)
         except OSError:
             for fd in (ev_r, out_r, err_r):
                 os.close(fd)
@@ -134,7 +155,7 @@ class Runner:
                 bridge.sock.close()
             raise
         finally:
-            for fd in (ev_w, out_w, err_w, *passed[1:]):
+            for fd in (out_w, err_w, *passed):
                 os.close(fd)
         if bridge is not None:
             bridge.start()
@@ -178,6 +199,7 @@ class Runner:
         reader.join(READER_JOIN)
         if reader.is_alive():
             log.error("run %s: the event reader did not finish", run_id)
+        assert proc.returncode is not None  # `_watch` waited for it
         result = RunResult(sink, proc.returncode, ended_by == WATCHDOG, pumps[0], pumps[1])
         result.cancelled = ended_by == CANCELLED
         result.complete = not reader.is_alive()
@@ -262,7 +284,7 @@ CANCELLED = "cancelled"
 
 
 def _watch(
-    proc: subprocess.Popen[bytes],
+    proc: Launcher,
     limit: float,
     wake: int | None = None,
     cancel_asked: Callable[[], bool] = lambda: False,

@@ -28,6 +28,7 @@ DENY = "deny"  # answer -errno
 CONTINUE = "continue"  # let the kernel run the call
 INJECT = "inject"  # open `source` ourselves and hand the fd over with ADDFD|SEND
 DONE = "done"  # the supervisor performed the call itself: answer with -errno (0: success)
+CONNECT = "connect"  # a connect scope allows it: connector.py connects from the host's network
 PERFORM = "perform"  # carry the call out ourselves (sandbox/onbehalf.py); event: the alert if not
 
 # Write-opens that must keep working under --deny-fs=1 (DESIGN §2.3). Values: what we inject.

@@ -35,8 +35,9 @@ from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox import _abi, dnsquery, netns
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
-from bubble.sandbox.decide import CONTINUE, DENY, DONE, Decision, alert, observe
+from bubble.sandbox.decide import CONNECT, CONTINUE, DENY, DONE, Decision, alert, observe
 from bubble.sandbox.decode import Decoder, family_name, s32
+from bubble.sandbox.netscope import ConnectScopes
 from bubble.sandbox.procmem import status_kb
 from bubble.sandbox.syscalls import UNIX_CONNECTED_TYPES, Syscall
 
@@ -55,10 +56,10 @@ _SENDS = frozenset({"sendto", "sendmsg", "sendmmsg"})
 class SockInfo:
     """What the kernel says about one of the target's sockets."""
 
-    __slots__ = ("family", "peer", "port", "type", "walled")
+    __slots__ = ("family", "inode", "peer", "port", "type", "walled")
 
-    def __init__(self, family: int, kind: int, walled: bool) -> None:
-        self.family, self.type, self.walled = family, kind, walled
+    def __init__(self, family: int, kind: int, walled: bool, inode: int = 0) -> None:
+        self.family, self.type, self.walled, self.inode = family, kind, walled, inode
         self.peer: str | None = None
         self.port: int | None = None
 
@@ -76,7 +77,7 @@ def _address(sock: Any, method: str) -> tuple[str | None, int | None]:
     return (str(addr) or None), None
 
 
-def _copy(pid: int, fd: int) -> Any:
+def sock_copy(pid: int, fd: int) -> Any:
     """A socket object on a copy of socket `fd` of `pid` (pidfd_getfd), or None when `fd` is
     no socket or we may not take it. The caller closes it (only our copy)."""
     try:
@@ -97,11 +98,12 @@ def _copy(pid: int, fd: int) -> Any:
 def sock_info(pid: int, fd: int, local: bool = False) -> SockInfo | None:
     """Family, type, wall and peer (or, with `local`, own) address of socket `fd` of `pid`;
     None when `fd` is no socket or we may not look (then callers decide without it)."""
-    sock = _copy(pid, fd)
+    sock = sock_copy(pid, fd)
     if sock is None:
         return None
     try:
-        info = SockInfo(sock.family, sock.type & 0xF, _socket_walled(sock.fileno()))
+        fd = sock.fileno()
+        info = SockInfo(sock.family, sock.type & 0xF, _socket_walled(fd), os.fstat(fd).st_ino)
         info.peer, info.port = _address(sock, "getsockname" if local else "getpeername")
         return info
     finally:
@@ -113,7 +115,7 @@ def connect_dns(pid: int, fd: int, peer: str, port: int) -> int | None:
     if it is a datagram socket inside the wall; the errno (0: connected), or None when the
     socket is not one. Never CONTINUE: between our check and the kernel's connect a thread
     could put another socket under `fd` (dup2) and another address in memory."""
-    sock = _copy(pid, fd)
+    sock = sock_copy(pid, fd)
     if sock is None:
         return None
     try:
@@ -145,10 +147,12 @@ def _socket_walled(fd: int) -> bool:
 class NetPolicy:
     """Decides the network calls of one run."""
 
-    def __init__(self, policy: Policy, decoder: Decoder) -> None:
+    def __init__(self, policy: Policy, decoder: Decoder, scopes: ConnectScopes | None) -> None:
         self.policy = policy
         self.decoder = decoder
         self.fallback_said = False
+        self.scopes = scopes  # connect scopes, names resolved at start
+        self.ours: set[int] = set()  # inodes of host sockets connected for a scope
 
     def decide(
         self, row: Syscall, nr: int, pid: int, ctx: dict[str, Any], args: tuple[int, ...]
@@ -219,6 +223,21 @@ class NetPolicy:
                     **ctx,
                 )
                 return Decision(DONE, event, err)
+        scope = self.scopes.match(peer, ctx.get("port")) if self.scopes and family in INET else None
+        if scope is not None:
+            # Made by the supervisor from the host's network on the address read once here
+            # (connector.py); the target's own socket stays inside the wall.
+            event = events.Call(
+                type=events.NET_CONNECT,
+                pid=pid,
+                category="net",
+                syscall=row.name,
+                syscall_no=nr,
+                decision="ALLOW",
+                scope=scope,
+                **ctx,
+            )
+            return Decision(CONNECT, event)
         return alert(row, nr, pid, ctx)
 
     def _send(
@@ -237,6 +256,10 @@ class NetPolicy:
                 return Decision(CONTINUE, None)
             ctx["detail"] = "socket not inspectable: msg_name could change after the check"
             return alert(row, nr, pid, ctx)
+        if info.inode in self.ours and (info.type == SOCK_STREAM or row.name == "sendto"):
+            # A socket we connected for a scope: TCP ignores any address in a send (so memory
+            # cannot redirect it), and sendto's NULL address came from a register.
+            return Decision(CONTINUE, None)
         if info.family == _abi.AF_UNIX and (
             info.type in UNIX_CONNECTED_TYPES or row.name == "sendto"
         ):

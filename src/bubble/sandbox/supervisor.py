@@ -27,16 +27,30 @@ from bubble.policy import Policy
 from bubble.sandbox import _abi
 from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
-from bubble.sandbox.decide import CONTINUE, DENY, DONE, INJECT, PERFORM, Decision, alert, decide
-from bubble.sandbox.decider import Decider
+from bubble.sandbox.connector import Connector
+from bubble.sandbox.decide import (
+    CONNECT,
+    CONTINUE,
+    DENY,
+    DONE,
+    INJECT,
+    PERFORM,
+    Decision,
+    alert,
+    decide,
+)
 from bubble.sandbox.decode import Decoder
 from bubble.sandbox.eventlog import EventWriter
-from bubble.sandbox.held import HeldCalls
 from bubble.sandbox.netpolicy import NetPolicy
+from bubble.sandbox.netscope import ConnectScopes
 from bubble.sandbox.onbehalf import Outside, carry_out
 from bubble.sandbox.procmem import status_fields, status_kb
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
 from bubble.scopes import covering
+
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from bubble.sandbox.held import HeldCalls
 
 _ZERO = bytes(_abi.NOTIF_SIZE)
 _U64 = struct.Struct("<Q")
@@ -71,7 +85,11 @@ class Supervisor:
         self.policy = policy
         self.writer = writer
         self.decoder = Decoder()
-        self.net = NetPolicy(policy, self.decoder)
+        scopes = ConnectScopes(policy.connect) if policy.connect else None
+        self.net = NetPolicy(policy, self.decoder, scopes)
+        self.connector = Connector(self, self.net.ours) if scopes else None
+        for note in scopes.notes if scopes else ():
+            writer.emit(events.Msg(action="policy", message=note))
         self.exempt = exempt  # our own helper processes (pidns init): not the target's RSS
         # Write scopes as real paths: what a pinned object's /proc/self/fd link is checked on.
         self.scopes = tuple(os.path.realpath(s) for s in policy.write)
@@ -248,6 +266,11 @@ class Supervisor:
                     return  # answered when the decision comes; policy.ask is written
                 event = held.failed(event, why)
             self._send(nid, d.errno, 0)
+        elif d.action == CONNECT and self.connector and isinstance(event, events.Call):
+            done = self.connector.start(nid, pid, args[0] & 0xFFFFFFFF, event)
+            if done is None:
+                return  # a thread connects; the answer and its event come then
+            event = done
         elif d.action == DONE:
             self._send(nid, d.errno, 0)  # we made the call ourselves: its result
         elif d.action == CONTINUE:
@@ -374,6 +397,8 @@ class Supervisor:
         if held is not None:
             extra = {**extra, held.fileno(): held.on_readable}
             next_due, on_due = _with_held(held, next_due, on_due)
+        if self.connector is not None:
+            extra = {**extra, self.connector.fileno(): self.connector.on_readable}
         try:
             self._guarded(extra, next_due, on_due)
         finally:
@@ -467,12 +492,18 @@ def _held_calls(sup: Supervisor, policy: Policy) -> HeldCalls | None:
     """The decision hook, if the run has one: `--decide CMD`, or the seed's
     SUPERVISOR_JSON_FD (an inherited socket, e.g. the orchestrator's for `ask`)."""
     shared = os.environ.get("SUPERVISOR_JSON_FD")
+    if not policy.decide and (shared is None or not shared.isdigit()):
+        return None
+    # Only runs with a decision hook pay for these (and `json`): 2.4 ms of a cold start-up,
+    # the least of 15 `-X importtime` runs on this (loaded) machine.
+    from bubble.sandbox.decider import Decider
+    from bubble.sandbox.held import HeldCalls
+
     if policy.decide:
         decider = Decider.start(policy.decide, policy.decide_timeout)
-    elif shared is not None and shared.isdigit():
-        decider = Decider(int(shared), int(shared), policy.decide_timeout)
     else:
-        return None
+        assert shared is not None
+        decider = Decider(int(shared), int(shared), policy.decide_timeout)
     return HeldCalls(sup, decider, "analyst" if policy.ask else "helper")
 
 

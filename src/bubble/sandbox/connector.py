@@ -1,0 +1,180 @@
+"""Connections a connect scope allows, made by the supervisor from the host's network.
+
+The target's own sockets live inside its network namespace (the wall), where nothing leaves.
+For a `connect` to an allowed endpoint the supervisor reads the address once (the decoder),
+checks it (`netscope.py`), makes a socket of the same family, type and protocol in the host's
+namespace, connects it to *its copy* of the address, and installs it in place of the target's
+descriptor (`SECCOMP_IOCTL_NOTIF_ADDFD` with `SETFD`, keeping close-on-exec), with the target's
+blocking mode. A target that rewrites the address after the check changes nothing.
+
+A non-blocking caller gets its answer at once (`EINPROGRESS` for TCP, as the kernel would
+give); a blocking one waits while a worker thread connects (bounded: `CONNECT_TIMEOUT`), and
+the supervisor keeps serving every other call meanwhile. The threads only connect sockets; the
+supervisor's own thread installs and answers.
+"""
+
+from __future__ import annotations
+
+import _socket
+import collections
+import contextlib
+import ctypes
+import dataclasses
+import errno
+import fcntl
+import os
+import threading
+
+from bubble import events
+from bubble.sandbox import _abi
+from bubble.sandbox.netpolicy import sock_copy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from bubble.sandbox.supervisor import Supervisor
+
+ADDFD_FLAG_SETFD = 1
+CONNECT_TIMEOUT = 75.0  # seconds: about Linux's own SYN retry limit for a blocking connect
+MAX_WAITING = 64  # blocking connects in flight at once; beyond, EAGAIN
+SOCK_STREAM = 1
+
+
+class Connector:
+    def __init__(self, sup: Supervisor, ours: set[int]) -> None:
+        self.sup = sup
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.lock = threading.Lock()
+        # (notification, target fd, our socket, errno, event, close-on-exec)
+        self.done: collections.deque[tuple[int, int, _socket.socket, int, events.Call, bool]] = (
+            collections.deque()
+        )
+        self.waiting = 0
+        self.ours = ours  # inodes of the sockets we installed (NetPolicy lets their sends go)
+
+    def fileno(self) -> int:
+        return self.wake_r
+
+    def start(self, nid: int, pid: int, fd: int, event: events.Call) -> events.Call | None:
+        """Connect for call `nid` of `pid` on its socket `fd`. Returns the event when answered
+        now, None when a thread will finish it."""
+        fd = ctypes.c_int32(fd).value
+        copy = sock_copy(pid, fd)
+        if copy is None:  # no socket (or gone): what the kernel would say
+            return self._answer(nid, fd, None, errno.ENOTSOCK, event, False)
+        peer, port = str(event.peer), int(event.port or 0)
+        family, kind, proto = copy.family, copy.type & 0xF, copy.proto
+        nonblock = bool(fcntl.fcntl(copy.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
+        cloexec = _cloexec(pid, fd)
+        copy.close()
+        if family == _abi.AF_INET6 and "." in peer:
+            peer = "::ffff:" + peer
+        try:
+            sock = _socket.socket(family, kind, proto)
+        except OSError as exc:
+            return self._answer(nid, fd, None, exc.errno or errno.EPERM, event, cloexec)
+        if nonblock or kind != SOCK_STREAM:
+            sock.setblocking(False)
+            err = sock.connect_ex((peer, port))
+            if err not in (0, errno.EINPROGRESS):
+                sock.close()
+                return self._answer(nid, fd, None, err, event, cloexec)
+            if not nonblock:
+                sock.setblocking(True)
+            return self._answer(nid, fd, sock, err, event, cloexec)
+        with self.lock:
+            if self.waiting >= MAX_WAITING:
+                sock.close()
+                return self._answer(nid, fd, None, errno.EAGAIN, event, cloexec)
+            self.waiting += 1
+        threading.Thread(
+            target=self._connect,
+            args=(nid, fd, sock, (peer, port), event, cloexec),
+            name="connect",
+            daemon=True,
+        ).start()
+        return None
+
+    def _connect(
+        self,
+        nid: int,
+        fd: int,
+        sock: _socket.socket,
+        addr: tuple[str, int],
+        event: events.Call,
+        cloexec: bool,
+    ) -> None:
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(addr)
+            err = 0
+        except TimeoutError:
+            err = errno.ETIMEDOUT
+        except OSError as exc:
+            err = exc.errno or errno.ECONNREFUSED
+        with self.lock:
+            self.waiting -= 1
+            self.done.append((nid, fd, sock, err, event, cloexec))
+        os.write(self.wake_w, b"x")
+
+    def on_readable(self) -> bool:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.wake_r, 4096)
+        while True:
+            with self.lock:
+                if not self.done:
+                    return True
+                nid, fd, sock, err, event, cloexec = self.done.popleft()
+            if not self.sup.valid(nid):
+                sock.close()
+                self.sup.writer.emit(
+                    dataclasses.replace(event, detail="caller gone before the connect")
+                )
+                continue
+            if err:
+                sock.close()
+            else:
+                sock.setblocking(True)  # the target's socket was blocking
+            self.sup.writer.emit(self._answer(nid, fd, None if err else sock, err, event, cloexec))
+
+    def _answer(
+        self,
+        nid: int,
+        fd: int,
+        sock: _socket.socket | None,
+        err: int,
+        event: events.Call,
+        cloexec: bool,
+    ) -> events.Call:
+        detail = "connected by the supervisor from the host's network"
+        if sock is not None:
+            try:
+                self._install(nid, fd, sock, cloexec)
+            except OSError as exc:
+                err = exc.errno or errno.EBADF
+                detail = "could not install the connected socket"
+            finally:
+                sock.close()
+        self.sup.send(nid, 0, err, 0)
+        return dataclasses.replace(
+            event,
+            denied=errno.errorcode.get(err) if err and err != errno.EINPROGRESS else None,
+            detail=detail + (f": {errno.errorcode.get(err, err)}" if err else ""),
+        )
+
+    def _install(self, nid: int, fd: int, sock: _socket.socket, cloexec: bool) -> None:
+        flags = os.O_CLOEXEC if cloexec else 0
+        addfd = _abi.ADDFD.pack(nid, ADDFD_FLAG_SETFD, sock.fileno(), fd, flags)
+        fcntl.ioctl(self.sup.listener, _abi.IOCTL_NOTIF_ADDFD, bytearray(addfd), True)
+        self.ours.add(os.fstat(sock.fileno()).st_ino)
+
+
+def _cloexec(pid: int, fd: int) -> bool:
+    """Whether the target's descriptor `fd` is close-on-exec (its fdinfo `flags`, octal)."""
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"flags:"):
+                    return bool(int(line.split()[1], 8) & os.O_CLOEXEC)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
