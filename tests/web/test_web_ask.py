@@ -144,6 +144,11 @@ def test_allowed_write_happens_and_an_ignored_one_does_not(
     box.mkdir()
     box.chmod(0o777)  # the target may run as nobody
     cmd = ["/bin/sh", "-c", f"echo yes > {box}/allowed; echo no > {box}/ignored; echo end"]
+    # Through the fork server (the default): the decision socket must reach the launcher it
+    # forks as it reaches a cold one (the scale-out test covers a worker's).
+    executor = jobs_of(app).executor
+    fork = executor.runner.forkserver if executor else None
+    assert fork is not None and fork.wait_ready(60)
     resp = client.post("/api/runs", json={"cmd": cmd, "ask": True, "ask_timeout": 3})
     run_id = resp.get_json()["id"]
     ask = wait_for_ask(client, run_id)
@@ -151,6 +156,7 @@ def test_allowed_write_happens_and_an_ignored_one_does_not(
     assert decide(client, run_id, {"seq": ask["seq"], "action": "allow"}).status_code == 202
     rec = wait_end(client, run_id)
     assert rec["status"] == "completed", rec
+    assert fork.forked == 1
     assert (box / "allowed").read_text() == "yes\n"
     assert not (box / "ignored").exists()  # nobody answered: denied after 3 s
     events = client.get(f"/api/runs/{run_id}/events?format=json").get_json()["events"]
