@@ -30,7 +30,7 @@ NET_BIND = "net.bind"
 NET_SEND = "net.send"
 NET_PEEK = "net.tx.peek"
 MSG = "sandbox.msg"
-FS_DROP = "fs.drop"  # added by the orchestrator, not the launcher
+FS_DROP = "fs.drop"  # the launcher's, from the layer (--fs-overlay); else the orchestrator's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,8 +108,25 @@ class Exit:
     notes: str = ""
 
 
-Event = Spawn | Call | Msg | Exit
-EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Msg, Exit)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Drop:
+    """One path the run changed in its layer (--fs-overlay), read from the layer at the end."""
+
+    type: str = FS_DROP
+    path: str
+    change: str  # created | modified | deleted | metadata | renamed
+    kind: str  # file | dir | symlink | other
+    size: int | None = None
+    sha256: str | None = None
+    mode: int | None = None
+    path2: str | None = None  # renamed: where it came from
+    target: str | None = None  # symlink: what it points to
+    copy: str | None = None  # --fs-overlay=DIR: where the file was copied
+    pid: int | None = None
+
+
+Event = Spawn | Call | Msg | Exit | Drop
+EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Msg, Exit, Drop)
 
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_CLASSES}
 # Fields serialised even when None (null says "no exit code: killed by a signal").

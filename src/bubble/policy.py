@@ -37,6 +37,9 @@ class Policy:
     max_output: int | None = None  # bytes of stdout+stderr kept
     user: str | None = None  # target user when run as root (default nobody)
     keep_root: bool = False
+    fs_overlay: str | None = None  # writes go to a throwaway layer; non-empty: copy drops here
+    keep_layer: bool = False  # keep the layer's files on the host after the run
+    max_layer: int | None = None  # bytes the layer may hold (default overlay.DEFAULT_SIZE)
 
     def __post_init__(self) -> None:
         if not 0 <= self.peek_tx <= MAX_PEEK:
@@ -59,6 +62,16 @@ class Policy:
                 raise UsageError(f"{flag} must be positive", f"e.g. {flag} {_EXAMPLES[name]}")
         if self.keep_root and self.user:
             raise UsageError("--keep-root and --user contradict each other", "pass only one")
+        if self.fs_overlay is None and (self.keep_layer or self.max_layer):
+            flag = "--keep-layer" if self.keep_layer else "--max-layer"
+            raise UsageError(f"{flag} needs --fs-overlay", f"add --fs-overlay to {flag}")
+        if self.max_layer is not None and self.max_layer < 1 << 20:
+            raise UsageError("--max-layer is below 1M", "e.g. --max-layer 256M")
+
+    @property
+    def writes_allowed(self) -> bool:
+        """Whether file mutations go through: into the layer, or with --deny-fs=0 the host."""
+        return self.fs_overlay is not None or not self.deny_fs
 
     def replace(self, **changes: Any) -> Policy:
         """A copy with `changes` applied (validated again)."""
@@ -111,7 +124,8 @@ def parse_size(flag: str, text: str) -> int:
 
 
 # flag -> (policy field, kind). Kinds: "01" takes =1|0, "switch" takes no value,
-# "int"/"seconds"/"size"/"str" take a value (`--flag=V` or `--flag V`).
+# "int"/"seconds"/"size"/"str" take a value (`--flag=V` or `--flag V`), "optstr" takes
+# `--flag` (the empty string) or `--flag=V` (never the next argument).
 FLAGS: dict[str, tuple[str, str]] = {
     "--deny-fs": ("deny_fs", "01"),
     "--deny-net": ("deny_net", "01"),
@@ -127,6 +141,9 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--max-output": ("max_output", "size"),
     "--user": ("user", "str"),
     "--keep-root": ("keep_root", "switch"),
+    "--fs-overlay": ("fs_overlay", "optstr"),
+    "--keep-layer": ("keep_layer", "switch"),
+    "--max-layer": ("max_layer", "size"),
 }
 
 _PARSERS = {"01": parse_bool01, "int": parse_int, "seconds": parse_seconds, "size": parse_size}
@@ -148,7 +165,7 @@ def to_argv(policy: Policy) -> list[str]:
             continue
         if kind == "01":
             argv.append(f"{flag}={int(value)}")
-        elif kind == "switch":
+        elif kind == "switch" or (kind == "optstr" and not value):
             argv.append(flag)
         else:
             argv.append(f"{flag}={value}")

@@ -15,7 +15,7 @@ import signal
 from dataclasses import dataclass
 
 from bubble.policy import Policy
-from bubble.sandbox import _abi, landlock
+from bubble.sandbox import _abi, landlock, overlay
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import prctl, unshare
 
@@ -39,6 +39,7 @@ class ChildPlan:
     landlock: tuple[int, int, int]  # (fs rights, net rights, scopes) to restrict
     stdio: tuple[int, int] | None  # replacement stdout/stderr (output limit), or None
     cgroup: bool  # the parent puts us in a cgroup that limits memory
+    layer: overlay.Layout | None = None  # --fs-overlay: the layer to build and enter
 
 
 def _fail(err_w: int, code: int, message: str) -> None:
@@ -145,6 +146,11 @@ def main(plan: ChildPlan) -> None:
         ):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores some; exec keeps SIG_IGN
         _limits(policy, plan.cgroup)
+        layer = -1  # the layer's tmpfs, for the parent to take; closed before exec
+        if plan.layer is not None:
+            # Before the other namespaces and the privilege drop: building it needs
+            # CAP_SYS_ADMIN, as root or in its own user namespace (target root in the layer).
+            layer = overlay.enter(plan.layer, userns=plan.uid is None)
         if policy.pidns:
             if os.getuid() == 0:
                 unshare(_abi.CLONE_NEWPID)
@@ -164,9 +170,10 @@ def main(plan: ChildPlan) -> None:
         if plan.stdio:
             os.dup2(plan.stdio[0], 1)
             os.dup2(plan.stdio[1], 2)
-        _close_fds({plan.ready_w, plan.go_r, plan.err_w})
+        _close_fds({plan.ready_w, plan.go_r, plan.err_w, layer})
         prctl(_abi.PR_SET_NO_NEW_PRIVS, 1)
-        landlock.restrict(*plan.landlock)
+        fs_rights = plan.landlock[0] if plan.layer is not None else 0
+        landlock.restrict(*plan.landlock, beneath_root=landlock.layer_rights(fs_rights))
         prctl(_abi.PR_SET_DUMPABLE, 1)  # a uid change reset it: the parent must take the listener
         listener, killable = bpf_filter.load(plan.bpf, policy.diagnose)
     except OSError as err:
@@ -174,10 +181,12 @@ def main(plan: ChildPlan) -> None:
     except Exception as err:  # noqa: BLE001 - report anything, a child must never raise
         _fail(plan.err_w, 125, f"sandbox set-up failed: {err!r}")
     try:
-        os.write(plan.ready_w, f"{listener} {int(killable)} {cwd}\n".encode())
+        os.write(plan.ready_w, f"{listener} {int(killable)} {layer} {cwd}\n".encode())
         if os.read(plan.go_r, 1) != b"G":
             os._exit(125)  # the parent gave up
         os.close(listener)
+        if layer >= 0:
+            os.close(layer)
         os.close(plan.ready_w)
         os.close(plan.go_r)
     except OSError:

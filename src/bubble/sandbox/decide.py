@@ -112,24 +112,26 @@ def decide_fs(
 ) -> Decision:
     if (
         row.name == "openat2"
-        and policy.deny_fs
+        and not policy.writes_allowed
         and how_flags is not None
         and not how_flags & WRITE_INTENT
     ):
         # We cannot CONTINUE on flags read from memory: make the caller use openat.
         return alert(row, nr, pid, {**ctx, "detail": "read-only openat2: use openat"}, errno.ENOSYS)
-    if not policy.deny_fs:
-        return Decision(
-            CONTINUE, _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW")
-        )
+    allowed = _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW")
+    layer = policy.fs_overlay is not None
+    if not policy.deny_fs and not layer:
+        return Decision(CONTINUE, allowed)
     if row.name in _OPENS:
+        # Also under the layer: stdout/stderr opened before the switch live outside it,
+        # where Landlock refuses a reopen for writing; the supervisor hands over its own.
         source = pseudo_device(pid, ctx.get("path"))
         if source is not None:
-            return Decision(
-                INJECT,
-                _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW"),
-                source=source,
-            )
+            return Decision(INJECT, allowed, source=source)
+    if layer:
+        # The kernel is the wall: the mount namespace and Landlock re-check the real
+        # operation, whatever memory said (DESIGN §2.4), so observing is safe.
+        return Decision(CONTINUE, allowed)
     return alert(row, nr, pid, ctx, category="fs")
 
 
@@ -149,7 +151,7 @@ def decide_net(
     # that is backed by Landlock's MAKE_SOCK right, which does not depend on memory).
     if (
         row.name == "bind"
-        and policy.deny_fs
+        and not policy.writes_allowed
         and ctx.get("family") == 1
         and not str(ctx.get("peer", "@")).startswith(("@", "<"))
     ):

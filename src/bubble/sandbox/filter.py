@@ -73,7 +73,7 @@ def conditions(
     if kind == "pid":
         return [[(int(arg), scmp.CMP_NE, 0, 0)]]
     if kind == "addr":
-        watched = policy.deny_net or tracing or (row.name == "bind" and policy.deny_fs)
+        watched = policy.deny_net or tracing or (row.name == "bind" and not policy.writes_allowed)
         return [[]] if watched else []
     if kind == "sendto":
         if policy.deny_net or tracing:

@@ -72,6 +72,7 @@ class Session:
         self.monitor = Monitor(policy)
         self.pump = OutputPump(policy.max_output) if policy.max_output else None
         self.notes: list[str] = []
+        self.layer_fd = -1  # --fs-overlay: the layer's tmpfs, taken from the child
 
     # -- callbacks from the supervisor loop -------------------------------------------------
     def next_due(self) -> float | None:
@@ -208,6 +209,11 @@ class Session:
         forced = os.environ.get("BUBBLE_TEST_LANDLOCK_ABI")
         abi = int(forced) if forced else landlock.abi_version()
         fs, net, scope, self.notes = landlock.plan(policy, abi)
+        self.layout = None
+        if policy.fs_overlay is not None:
+            from bubble.sandbox import overlay
+
+            self.layout = overlay.plan(policy.max_layer)
         plan = child.ChildPlan(
             policy=policy,
             path=self.path,
@@ -224,6 +230,7 @@ class Session:
             landlock=(fs, net, scope),
             stdio=self.pump.child_fds() if self.pump else None,
             cgroup=bool(self.cgroups and "memory" in self.cgroups.dirs),
+            layer=self.layout,
         )
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())
@@ -271,16 +278,18 @@ class Session:
         self, ready_r: int, go_w: int, err_r: int, wake_r: int, report_r: int, started: float
     ) -> int:
         policy, writer = self.policy, self.writer
-        ready = _read_line(ready_r).split(" ", 2)
-        if len(ready) < 3:
+        ready = _read_line(ready_r).split(" ", 3)
+        if len(ready) < 4:
             self.on_child_message(err_r)
             self.reap(block=True)
             self._drain_keeper(report_r)
             return self._finish(started, None)
-        listener_no, killable, cwd = int(ready[0]), ready[1] == "1", ready[2]
+        listener_no, killable, cwd = int(ready[0]), ready[1] == "1", ready[3]
         pidfd = pidfd_open(self.child_pid)
         try:
             listener = pidfd_getfd(pidfd, listener_no)
+            if int(ready[2]) >= 0:
+                self.layer_fd = pidfd_getfd(pidfd, int(ready[2]))
         finally:
             os.close(pidfd)
         writer.emit(
@@ -335,7 +344,24 @@ class Session:
         self.on_child_message_nonblocking(err_r)
         self._drain_keeper(report_r)
         self._drain_output()
+        if self.layer_fd >= 0:
+            self._report_layer()
         return self._finish(started, sup)
+
+    def _report_layer(self) -> None:
+        """Every process is gone: read what the run changed in its layer, then let it go."""
+        from bubble.sandbox import drops
+
+        assert self.layout is not None
+        try:
+            limit = drops.report(self.writer, self.layer_fd, self.layout, self.policy, self.child_pid)
+            self.limit = self.limit or limit
+        except OSError as err:
+            message = f"reading the layer failed: {err}"
+            self.writer.emit(events.Msg(action="error", message=message, pid=self.child_pid))
+        finally:
+            os.close(self.layer_fd)
+            self.layer_fd = -1
 
     def _drain_output(self) -> None:
         """Every process is gone: what is left in the output pipes ends in EOF."""

@@ -1,0 +1,239 @@
+"""`--fs-overlay`: the target sees the host's files through a writable, throwaway layer.
+
+One code path for root and non-root launchers (KERNEL-NOTES fact 16): in a new mount namespace
+(with a user namespace unless the target drops to a named user) a size-capped tmpfs holds the
+layer; every host directory without mounts below it becomes an overlay (lower: the host
+directory, upper: the tmpfs) mounted on a new root in that tmpfs, directories with mounts below
+are rebuilt entry by entry, `/proc` and `/sys` are bound read-only, `/dev` holds only the
+harmless devices, then `pivot_root` and the old root is detached. Inside a user namespace
+`lowerdir=/` fails (its submounts are locked), so per-directory layers are not a workaround for
+the unprivileged case but the one layout that works for both.
+
+The layout is planned in the parent (`plan`), from the host's view, so the parent knows which
+upper directory stands for which host path when it reads the layer after the run
+(`bubble.sandbox.layerscan`). The child hands the tmpfs over as a descriptor (taken with
+pidfd_getfd, like the listener): the layer outlives the namespace for exactly as long as the
+parent holds it, and nothing is left on the host's disk.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+from dataclasses import dataclass
+
+from bubble.sandbox import _abi
+from bubble.sandbox._libc import libc, syscall, unshare
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+NR_PIVOT_ROOT = 155
+NR_MOUNT_SETATTR = 442
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 1
+
+DEFAULT_SIZE = 1 << 30  # bytes of layer without --max-layer: bounded, and a tmpfs only
+# takes what is written.
+# Host devices a program needs; everything else in /dev (disks: /dev/vda here) stays out.
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+_DEV_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "ptmx": "pts/ptmx",
+}
+PSEUDO = ("/proc", "/sys", "/dev")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What to build: overlays (host dir -> upper index), skeleton entries, bound files."""
+
+    overlays: tuple[str, ...]  # host directories; upper of overlays[i] is u/i
+    dirs: tuple[tuple[str, int], ...]  # (path, mode) rebuilt as plain directories
+    links: tuple[tuple[str, str], ...]  # (path, target) symlinks rebuilt
+    files: tuple[str, ...]  # regular files in rebuilt directories: bound read-only
+    size: int
+
+
+def _mount_points() -> list[str]:
+    points = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+        for line in fh:
+            raw = line.split(" ", 5)[4]
+            # mountinfo escapes space, tab, newline and backslash as octal.
+            points.append(
+                raw.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+                .replace("\\134", "\\")
+            )
+    return points
+
+
+def plan(size: int | None) -> Layout:
+    """The layout for this host's mount tree (read in the parent, before fork)."""
+    mounts = [m for m in _mount_points() if not m.startswith(tuple(p + "/" for p in PSEUDO))]
+    overlays: list[str] = []
+    dirs: list[tuple[str, int]] = []
+    links: list[tuple[str, str]] = []
+    files: list[str] = []
+
+    def walk(parent: str) -> None:
+        try:
+            names = sorted(os.listdir(parent or "/"))
+        except OSError:
+            return
+        for name in names:
+            path = f"{parent}/{name}"
+            if path in PSEUDO:
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                links.append((path, os.readlink(path)))
+            elif stat.S_ISDIR(st.st_mode):
+                if any(m.startswith(path + "/") for m in mounts):
+                    dirs.append((path, stat.S_IMODE(st.st_mode)))
+                    walk(path)  # mounts below: a layer of its own for each part
+                else:
+                    overlays.append(path)
+            elif stat.S_ISREG(st.st_mode):
+                files.append(path)
+
+    walk("")
+    return Layout(tuple(overlays), tuple(dirs), tuple(links), tuple(files), size or DEFAULT_SIZE)
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    result = libc.mount(
+        source.encode(),
+        target.encode(),
+        fstype.encode() if fstype else None,
+        ctypes.c_ulong(flags),
+        data.encode() if data is not None else None,
+    )
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def _umount(target: str) -> None:
+    if libc.umount2(target.encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+def _read_only(target: str) -> None:
+    """Make `target` and every mount below it read-only (mount_setattr, 5.12)."""
+    attr = ctypes.create_string_buffer(32)  # struct mount_attr: attr_set first
+    ctypes.c_uint64.from_buffer(attr, 0).value = MOUNT_ATTR_RDONLY
+    syscall(NR_MOUNT_SETATTR, _abi.AT_FDCWD, target.encode(), AT_RECURSIVE, attr, 32)
+
+
+def _escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def _map_root() -> None:
+    """Be uid/gid 0 in a new user namespace, mapped to who we are outside."""
+    uid, gid = os.getuid(), os.getgid()
+    unshare(_abi.CLONE_NEWUSER | CLONE_NEWNS)
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as fh:
+            fh.write(text)
+
+
+def enter(layout: Layout, userns: bool) -> int:
+    """Build the layer and switch to it; returns a descriptor of the layer's tmpfs (for the
+    parent, closed before exec). The cwd is kept by path, re-resolved inside the layer."""
+    cwd = os.getcwd()
+    if userns:
+        _map_root()
+    else:
+        unshare(CLONE_NEWNS)
+    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)  # nothing propagates to the host
+    # The tmpfs goes on /tmp (hidden in this namespace only) and becomes the root for a
+    # moment, so the host is reachable as /oldroot while the layer is built.
+    _mount("bubble-layer", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={layout.size},mode=0755")
+    for d in ("oldroot", "root", "u", "w"):
+        os.mkdir(f"/tmp/{d}", 0o755)
+    _mount("/tmp/root", "/tmp/root", None, MS_BIND, None)  # pivot_root needs a mount point
+    syscall(NR_PIVOT_ROOT, b"/tmp", b"/tmp/oldroot")
+    os.chdir("/")
+    layer = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _build(layout)
+    _umount("/oldroot")
+    os.chdir("/root")
+    syscall(NR_PIVOT_ROOT, b".", b".")  # the layer's root on top, the tmpfs's root below it
+    _umount(".")  # ... detached: u/ and w/ are out of the target's reach
+    try:
+        os.chdir(cwd)
+    except OSError:
+        os.chdir("/")
+    return layer
+
+
+def _build(layout: Layout) -> None:
+    root = "/root"
+    for path, mode in layout.dirs:
+        os.mkdir(root + path, mode)
+    for path, target in layout.links:
+        os.symlink(target, root + path)
+    for path in layout.files:
+        os.close(os.open(root + path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        try:
+            _mount("/oldroot" + path, root + path, None, MS_BIND, None)
+            _mount("none", root + path, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
+        except OSError:
+            pass  # unreadable: stays an empty file
+    for i, path in enumerate(layout.overlays):
+        lower = "/oldroot" + path
+        os.mkdir(root + path, stat.S_IMODE(os.stat(lower).st_mode) if os.path.exists(lower) else 0o755)
+        os.mkdir(f"/u/{i}", 0o755)
+        os.mkdir(f"/w/{i}", 0o755)
+        options = f"lowerdir={_escape(lower)},upperdir=/u/{i},workdir=/w/{i},userxattr"
+        try:
+            _mount("overlay", root + path, "overlay", MS_NOSUID | MS_NODEV, options)
+        except OSError:
+            # A filesystem overlayfs cannot sit on: shown read-only, never written.
+            try:
+                _mount(lower, root + path, None, MS_BIND | MS_REC, None)
+                _read_only(root + path)
+            except OSError:
+                pass  # stays an empty directory
+    _pseudo(root)
+
+
+def _pseudo(root: str) -> None:
+    for name in ("proc", "sys"):
+        os.mkdir(f"{root}/{name}", 0o555)
+        _mount(f"/oldroot/{name}", f"{root}/{name}", None, MS_BIND | MS_REC, None)
+        # Read-only: /proc/sys, /proc/sysrq-trigger, /proc/PID/mem and /sys change the host.
+        _read_only(f"{root}/{name}")
+    dev = f"{root}/dev"
+    os.mkdir(dev, 0o755)
+    for name in DEVICES:
+        os.close(os.open(f"{dev}/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        try:
+            _mount(f"/oldroot/dev/{name}", f"{dev}/{name}", None, MS_BIND, None)
+        except OSError:
+            os.unlink(f"{dev}/{name}")
+    os.mkdir(f"{dev}/pts", 0o755)
+    try:
+        _mount("/oldroot/dev/pts", f"{dev}/pts", None, MS_BIND | MS_REC, None)
+    except OSError:
+        pass  # no terminal devices: programs without a tty still run
+    os.mkdir(f"{dev}/shm")
+    os.chmod(f"{dev}/shm", 0o1777)  # in the layer, unlike the host's shared /dev/shm
+    for name, target in _DEV_LINKS.items():
+        os.symlink(target, f"{dev}/{name}")
