@@ -19,6 +19,7 @@ parent holds it, and nothing is left on the host's disk.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import stat
 from dataclasses import dataclass
@@ -153,10 +154,26 @@ def _map_root() -> None:
             fh.write(text)
 
 
+def _stdin_read_only() -> None:
+    """A host file given as stdin read-write (`0<>file`) would let the target write it
+    through the inherited fd, past the layer: reopen it read-only. Terminals, pipes and
+    sockets stay as they are (stdout and stderr are the operator's output, by design)."""
+    try:
+        st = os.fstat(0)
+        writable = fcntl.fcntl(0, fcntl.F_GETFL) & os.O_ACCMODE
+    except OSError:
+        return  # no stdin
+    if writable and not (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)):
+        fd = os.open("/proc/self/fd/0", os.O_RDONLY | os.O_CLOEXEC)
+        os.dup2(fd, 0)
+        os.close(fd)
+
+
 def enter(layout: Layout, userns: bool) -> int:
     """Build the layer and switch to it; returns a descriptor of the layer's tmpfs (for the
     parent, closed before exec). The cwd is kept by path, re-resolved inside the layer."""
     cwd = os.getcwd()
+    _stdin_read_only()
     if userns:
         _map_root()
     else:
