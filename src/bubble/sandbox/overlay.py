@@ -200,10 +200,23 @@ def enter(layout: Layout, userns: bool) -> int:
     return layer
 
 
+def _like(host: str, ours: str) -> None:
+    try:
+        st = os.stat(host)
+    except OSError:
+        return
+    try:
+        os.chown(ours, st.st_uid, st.st_gid)
+    except OSError:
+        pass  # an owner our user namespace does not map: stays ours
+    os.chmod(ours, stat.S_IMODE(st.st_mode))
+
+
 def _build(layout: Layout) -> None:
     root = "/root"
-    for path, mode in layout.dirs:
-        os.mkdir(root + path, mode)
+    for path, _mode in layout.dirs:
+        os.mkdir(root + path)
+        _like("/oldroot" + path, root + path)
     for path, target in layout.links:
         os.symlink(target, root + path)
     for path in layout.files:
@@ -215,9 +228,11 @@ def _build(layout: Layout) -> None:
             pass  # unreadable: stays an empty file
     for i, path in enumerate(layout.overlays):
         lower = "/oldroot" + path
-        os.mkdir(root + path, stat.S_IMODE(os.stat(lower).st_mode) if os.path.exists(lower) else 0o755)
-        os.mkdir(f"/u/{i}", 0o755)
-        os.mkdir(f"/w/{i}", 0o755)
+        os.mkdir(root + path)
+        os.mkdir(f"/u/{i}")
+        os.mkdir(f"/w/{i}", 0o700)
+        # The overlay's root takes mode and owner from the upper directory: the host's.
+        _like(lower, f"/u/{i}")
         options = f"lowerdir={_escape(lower)},upperdir=/u/{i},workdir=/w/{i},userxattr"
         try:
             _mount("overlay", root + path, "overlay", MS_NOSUID | MS_NODEV, options)
