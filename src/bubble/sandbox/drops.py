@@ -62,4 +62,3 @@ def report(
         layerscan.keep(top, layout, kept)
         writer.emit(events.Msg(action="layer.kept", message=f"the layer is kept in {kept}"))
     return limit
-

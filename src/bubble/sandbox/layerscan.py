@@ -241,9 +241,8 @@ def keep(top: str, layout: Layout, dest: str) -> None:
         skip = []
         for name in names:
             st = _lstat(f"{directory}/{name}")
-            if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-                if not stat.S_ISLNK(st.st_mode):
-                    skip.append(name)
+            if st is not None and _kind(st.st_mode) == "other":
+                skip.append(name)
         return skip
 
     for i, host_dir in enumerate(layout.overlays):

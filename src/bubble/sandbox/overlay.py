@@ -18,10 +18,12 @@ parent holds it, and nothing is left on the host's disk.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
 import stat
+import struct
 from dataclasses import dataclass
 
 from bubble.sandbox import _abi
@@ -53,6 +55,7 @@ _DEV_LINKS = {
     "ptmx": "pts/ptmx",
 }
 PSEUDO = ("/proc", "/sys", "/dev")
+WIDE_MAP = "0 0 65536"  # as root: the usual ids keep their meaning inside the layer
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,9 @@ def _mount_points() -> list[str]:
             raw = line.split(" ", 5)[4]
             # mountinfo escapes space, tab, newline and backslash as octal.
             points.append(
-                raw.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+                raw.replace("\\040", " ")
+                .replace("\\011", "\t")
+                .replace("\\012", "\n")
                 .replace("\\134", "\\")
             )
     return points
@@ -136,9 +141,8 @@ def _umount(target: str) -> None:
 
 def _read_only(target: str) -> None:
     """Make `target` and every mount below it read-only (mount_setattr, 5.12)."""
-    attr = ctypes.create_string_buffer(32)  # struct mount_attr: attr_set first
-    ctypes.c_uint64.from_buffer(attr, 0).value = MOUNT_ATTR_RDONLY
-    syscall(NR_MOUNT_SETATTR, _abi.AT_FDCWD, target.encode(), AT_RECURSIVE, attr, 32)
+    attr = struct.pack("<QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)  # struct mount_attr: attr_set first
+    syscall(NR_MOUNT_SETATTR, _abi.AT_FDCWD, target.encode(), AT_RECURSIVE, attr, len(attr))
 
 
 def _escape(path: str) -> str:
@@ -146,11 +150,40 @@ def _escape(path: str) -> str:
 
 
 def _map_root() -> None:
-    """Be uid/gid 0 in a new user namespace, mapped to who we are outside."""
+    """Be uid/gid 0 in a new user namespace (with a new mount namespace). Unprivileged: 0 is
+    who we are outside, the only id we may map. As root: ids 0-65535 map to themselves, so
+    the layer looks like the host (owners, chown, tar -x) -- only a process outside the new
+    namespace may write such a map, so a short-lived helper forked before the unshare does."""
     uid, gid = os.getuid(), os.getgid()
-    unshare(_abi.CLONE_NEWUSER | CLONE_NEWNS)
-    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as fh:
+    if uid != 0:
+        unshare(_abi.CLONE_NEWUSER | CLONE_NEWNS)
+        _write_maps("self", f"0 {uid} 1", f"0 {gid} 1")
+        return
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    helper = os.fork()
+    if helper == 0:
+        code = 1
+        try:
+            os.close(go_w)
+            if os.read(go_r, 1) == b"U":
+                _write_maps(str(os.getppid()), WIDE_MAP, WIDE_MAP)
+                code = 0
+        finally:
+            os._exit(code)  # a forked helper must never return into the caller's code
+    os.close(go_r)
+    try:
+        unshare(_abi.CLONE_NEWUSER | CLONE_NEWNS)
+        os.write(go_w, b"U")
+    finally:
+        os.close(go_w)
+        _, status = os.waitpid(helper, 0)
+    if status != 0:
+        raise OSError(1, "could not map the layer's user namespace")
+
+
+def _write_maps(pid: str, uid_map: str, gid_map: str) -> None:
+    for name, text in (("setgroups", "deny"), ("uid_map", uid_map), ("gid_map", gid_map)):
+        with open(f"/proc/{pid}/{name}", "w") as fh:
             fh.write(text)
 
 
@@ -163,7 +196,9 @@ def _stdin_read_only() -> None:
         writable = fcntl.fcntl(0, fcntl.F_GETFL) & os.O_ACCMODE
     except OSError:
         return  # no stdin
-    if writable and not (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)):
+    if writable and not (
+        stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)
+    ):
         fd = os.open("/proc/self/fd/0", os.O_RDONLY | os.O_CLOEXEC)
         os.dup2(fd, 0)
         os.close(fd)
@@ -205,10 +240,8 @@ def _like(host: str, ours: str) -> None:
         st = os.stat(host)
     except OSError:
         return
-    try:
+    with contextlib.suppress(OSError):  # an owner our user namespace does not map: stays ours
         os.chown(ours, st.st_uid, st.st_gid)
-    except OSError:
-        pass  # an owner our user namespace does not map: stays ours
     os.chmod(ours, stat.S_IMODE(st.st_mode))
 
 
@@ -221,11 +254,9 @@ def _build(layout: Layout) -> None:
         os.symlink(target, root + path)
     for path in layout.files:
         os.close(os.open(root + path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        try:
+        with contextlib.suppress(OSError):  # unreadable: stays an empty file
             _mount("/oldroot" + path, root + path, None, MS_BIND, None)
             _mount("none", root + path, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
-        except OSError:
-            pass  # unreadable: stays an empty file
     for i, path in enumerate(layout.overlays):
         lower = "/oldroot" + path
         os.mkdir(root + path)
@@ -238,11 +269,9 @@ def _build(layout: Layout) -> None:
             _mount("overlay", root + path, "overlay", MS_NOSUID | MS_NODEV, options)
         except OSError:
             # A filesystem overlayfs cannot sit on: shown read-only, never written.
-            try:
+            with contextlib.suppress(OSError):  # stays an empty directory
                 _mount(lower, root + path, None, MS_BIND | MS_REC, None)
                 _read_only(root + path)
-            except OSError:
-                pass  # stays an empty directory
     _pseudo(root)
 
 
@@ -261,10 +290,8 @@ def _pseudo(root: str) -> None:
         except OSError:
             os.unlink(f"{dev}/{name}")
     os.mkdir(f"{dev}/pts", 0o755)
-    try:
+    with contextlib.suppress(OSError):  # no terminal devices: programs without a tty still run
         _mount("/oldroot/dev/pts", f"{dev}/pts", None, MS_BIND | MS_REC, None)
-    except OSError:
-        pass  # no terminal devices: programs without a tty still run
     os.mkdir(f"{dev}/shm")
     os.chmod(f"{dev}/shm", 0o1777)  # in the layer, unlike the host's shared /dev/shm
     for name, target in _DEV_LINKS.items():

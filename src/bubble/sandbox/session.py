@@ -354,7 +354,9 @@ class Session:
 
         assert self.layout is not None
         try:
-            limit = drops.report(self.writer, self.layer_fd, self.layout, self.policy, self.child_pid)
+            limit = drops.report(
+                self.writer, self.layer_fd, self.layout, self.policy, self.child_pid
+            )
             self.limit = self.limit or limit
         except OSError as err:
             message = f"reading the layer failed: {err}"
