@@ -15,10 +15,23 @@ function showError(err) {
   if (err instanceof ApiError && err.hint) box.append(el("span", { class: "muted" }, ` — ${err.hint}`));
 }
 
+/** `fs_write`: false, "overlay" (a throwaway layer) or true (the real host). */
+function fsWrite() {
+  if (!$("p-fswrite").checked) return false;
+  return $("p-layer").checked ? "overlay" : true;
+}
+
+function showLayer() {
+  $("p-layer").disabled = !$("p-fswrite").checked;
+}
+$("p-fswrite").addEventListener("change", showLayer);
+$("p-layer").addEventListener("change", showLayer);
+showLayer();
+
 /** The policy part of a run request, from the toggles (the seed's body shape). */
 function policyBody() {
   const body = {
-    permissions: { fs_write: $("p-fswrite").checked, network: $("p-net").checked },
+    permissions: { fs_write: fsWrite(), network: $("p-net").checked },
     notify_exec: $("p-exec").checked,
     pidns: $("p-pidns").checked,
     diagnose: $("p-diag").checked,
@@ -32,6 +45,8 @@ function policyBody() {
 function fillForm(rec) {
   const p = rec.policy || {};
   $("p-fswrite").checked = !!p.permissions?.fs_write;
+  $("p-layer").checked = p.permissions?.fs_write !== true;
+  showLayer();
   $("p-net").checked = !!p.permissions?.network;
   $("p-exec").checked = !!p.notify_exec;
   $("p-pidns").checked = !!p.pidns;

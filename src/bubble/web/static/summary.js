@@ -37,9 +37,14 @@ function dropped(f) {
 }
 
 function modified(f) {
-  const parts = [el("span", { class: "muted" }, `(${fmtBytes(f.size_before)} → ${fmtBytes(f.size_after)})`)];
+  const sizes = f.size_before != null ? `${fmtBytes(f.size_before)} → ${fmtBytes(f.size_after)}` : fmtBytes(f.size_after);
+  const parts = [el("span", { class: "muted" }, `(${f.change === "metadata" ? "mode/owner, " : ""}${sizes})`)];
   if (f.sha256) parts.push(" ", el("code", { class: "sha", title: "sha256 after" }, f.sha256));
   return parts;
+}
+
+function deleted(f) {
+  return [el("span", { class: "muted" }, `(${f.kind}${f.size != null ? `, ${fmtBytes(f.size)}` : ""})`)];
 }
 
 /** Render a run record (GET /api/runs/<id>, or the data of the stream's `end` event). */
@@ -62,6 +67,7 @@ export function renderSummary(box, rec) {
   }
   box.append(...(fileList("▤ Dropped Files", rec.dropped_files, rec, dropped) || []));
   box.append(...(fileList("✎ Modified Files", rec.modified_files, rec, modified) || []));
+  box.append(...(fileList("✗ Deleted Files", rec.deleted_files, rec, deleted) || []));
   const ids = el("div", { class: "sum-row ids" },
     item("Sample ID:", el("code", {}, rec.sample_id || "–")),
     item("Run ID:", el("code", { id: "run-id" }, rec.id)),
