@@ -218,6 +218,17 @@ def test_drop_list_matches_a_snapshot_diff(host: Path) -> None:
     assert got == expected
 
 
+def test_renames_are_reported_as_such(host: Path) -> None:
+    script = f"mv {host}/conf {host}/conf.moved; echo n > {host}/tmp1; mv {host}/tmp1 {host}/final"
+    r = run_bubble(["/bin/sh", "-c", script], OVERLAY)
+    d = drops(r)
+    moved = d[f"{host}/conf.moved"]
+    assert moved["change"] == "renamed" and moved["path2"] == f"{host}/conf"
+    assert moved["sha256"] == sha(b"mode=old\n") and f"{host}/conf" not in d
+    assert d[f"{host}/final"]["change"] == "created"  # its old name never existed on the host
+    assert (host / "conf").exists() and not (host / "conf.moved").exists()
+
+
 def test_layer_size_cap_fails_writes_with_enospc_and_says_so(host: Path) -> None:
     script = f"head -c 8000000 /dev/zero > {host}/big; echo rc=$?"
     r = run_bubble(["/bin/sh", "-c", script], [*OVERLAY, "--max-layer", "2M"])

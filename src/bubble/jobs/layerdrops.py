@@ -57,7 +57,7 @@ def collect(
     arts: list[dict[str, Any]] = []
     kept = dropped = 0
     for event in drops(rundir / "events.ndjson"):
-        item = {k: event.get(k) for k in ("kind", "size", "sha256", "mode", "target")}
+        item = {k: event.get(k) for k in ("kind", "size", "sha256", "mode", "target", "path2")}
         item.update(name=event["path"], change=event["change"])
         copy = _our_copy(event.get("copy"), layer)
         if copy is not None:
@@ -81,7 +81,7 @@ def collect(
                         "created_at": now_iso(),
                     }
                 )
-        if event["change"] == "created":
+        if event["change"] in ("created", "renamed"):
             changes["files"].append(item)
         elif event["change"] == "deleted":
             changes["deleted"].append(item)

@@ -15,9 +15,16 @@ FULL_SLACK = 64 << 10  # bytes free at most when we call the layer full: tmpfs r
 
 
 def report(
-    writer: events.EventWriter, layer_fd: int, layout: Layout, policy: Policy, pid: int
+    writer: events.EventWriter,
+    layer_fd: int,
+    layout: Layout,
+    policy: Policy,
+    pid: int,
+    renames: dict[str, str] | None = None,
 ) -> str | None:
-    """Emit the layer's changes; returns "layer" if the layer filled up, else None."""
+    """Emit the layer's changes; returns "layer" if the layer filled up, else None.
+    `renames` (new -> old path, as the calls named them): a creation whose path was renamed
+    from a path the layer shows deleted is reported once, as `renamed` with `path2`."""
     top = f"/proc/self/fd/{layer_fd}"
     limit = None
     vfs = os.fstatvfs(layer_fd)
@@ -35,7 +42,16 @@ def report(
     dest = policy.fs_overlay or None
     if dest:
         os.makedirs(dest, mode=0o700, exist_ok=True)
-    for change in layerscan.scan(top, layout):
+    changes = layerscan.scan(top, layout)
+    deleted = {c.path for c in changes if c.change == "deleted"}
+    moved = {
+        c.path: old
+        for c in changes
+        if c.change == "created" and (old := (renames or {}).get(c.path)) in deleted
+    }
+    for change in changes:
+        if change.change == "deleted" and change.path in moved.values():
+            continue  # reported with its new name
         copy = None
         digest = None
         if change.kind == "file" and change.source is not None:
@@ -45,7 +61,8 @@ def report(
         writer.emit(
             events.Drop(
                 path=change.path,
-                change=change.change,
+                change="renamed" if change.path in moved else change.change,
+                path2=moved.get(change.path),
                 kind=change.kind,
                 size=change.size,
                 sha256=digest,

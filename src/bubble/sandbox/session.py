@@ -345,17 +345,17 @@ class Session:
         self._drain_keeper(report_r)
         self._drain_output()
         if self.layer_fd >= 0:
-            self._report_layer()
+            self._report_layer(sup.renames)
         return self._finish(started, sup)
 
-    def _report_layer(self) -> None:
+    def _report_layer(self, renames: dict[str, str] | None) -> None:
         """Every process is gone: read what the run changed in its layer, then let it go."""
         from bubble.sandbox import drops
 
         assert self.layout is not None
         try:
             limit = drops.report(
-                self.writer, self.layer_fd, self.layout, self.policy, self.child_pid
+                self.writer, self.layer_fd, self.layout, self.policy, self.child_pid, renames
             )
             self.limit = self.limit or limit
         except OSError as err:

@@ -30,6 +30,8 @@ _ZERO = bytes(_abi.NOTIF_SIZE)
 _U64 = struct.Struct("<Q")
 _NON_NATIVE_EXIT = frozenset({"exit", "exit_group"})
 _UNKNOWN = Syscall("unknown", -1, "sys", (), "sys")
+_RENAMES = frozenset({"rename", "renameat", "renameat2"})
+MAX_RENAMES = 10_000
 
 
 def _tty_nr(pid: int) -> int | None:
@@ -64,6 +66,9 @@ class Supervisor:
         self._resp = bytearray(_abi.RESP_SIZE)
         self._id = bytearray(8)
         self._names: dict[tuple[int, int], str] = {}
+        # --fs-overlay: new path -> old path of the renames seen, so the layer's report can
+        # call a deletion plus a creation a rename (bounded: a hint, not a record).
+        self.renames: dict[str, str] | None = {} if policy.fs_overlay is not None else None
 
     # -- answering ---------------------------------------------------------------------------
     def _send(self, nid: int, error: int, flags: int) -> None:
@@ -138,6 +143,10 @@ class Supervisor:
         if row.name == "openat2":
             how_flags, extra = self.decoder.open_how(pid, args[2])
             ctx.update(extra)
+        if self.renames is not None and row.name in _RENAMES and len(self.renames) < MAX_RENAMES:
+            old, new = ctx.get("path"), ctx.get("path2")
+            if isinstance(old, str) and isinstance(new, str):
+                self.renames[new] = old
         return decide(row, nr, pid, ctx, self.policy, args, how_flags)
 
     def _non_native(self, pid: int, nr: int, arch: int, args: tuple[int, ...]) -> Decision:

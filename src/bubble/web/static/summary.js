@@ -33,6 +33,7 @@ function dropped(f) {
   const parts = [el("span", { class: "muted" }, `(${f.kind}${f.size != null ? `, ${fmtBytes(f.size)}` : ""})`)];
   if (f.sha256) parts.push(" ", el("code", { class: "sha", title: "sha256" }, f.sha256));
   if (f.target) parts.push(" → ", el("code", {}, f.target));
+  if (f.path2) parts.push(" renamed from ", el("code", {}, f.path2));
   return parts;
 }
 
