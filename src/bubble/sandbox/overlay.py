@@ -206,7 +206,16 @@ def _stdin_read_only() -> None:
 
 def enter(layout: Layout, userns: bool) -> int:
     """Build the layer and switch to it; returns a descriptor of the layer's tmpfs (for the
-    parent, closed before exec). The cwd is kept by path, re-resolved inside the layer."""
+    parent, closed before exec). Errors name the step, for the child's one-line report."""
+    try:
+        return _enter(layout, userns)
+    except OSError as err:
+        hint = "user namespaces and overlayfs must be available (Linux >= 5.11)"
+        raise OSError(err.errno, f"--fs-overlay: {err.strerror} (hint: {hint})") from None
+
+
+def _enter(layout: Layout, userns: bool) -> int:
+    """The cwd is kept by path and re-resolved inside the layer."""
     cwd = os.getcwd()
     _stdin_read_only()
     if userns:
