@@ -9,7 +9,7 @@ import os
 from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox import layerscan
-from bubble.sandbox.overlay import Layout
+from bubble.sandbox.layerplan import Layout
 
 FULL_SLACK = 64 << 10  # bytes free at most when we call the layer full: tmpfs rounds to pages
 

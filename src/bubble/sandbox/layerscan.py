@@ -18,7 +18,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bubble.sandbox.overlay import _DEV_LINKS, DEVICES, Layout
+from bubble.sandbox.layerplan import DEV_LINKS, DEVICES, Layout
 
 OPAQUE = "user.overlay.opaque"
 MAX_GONE = 10_000  # entries reported under one deleted host directory
@@ -160,7 +160,7 @@ def skeleton(layout: Layout) -> dict[str, bool]:
     paths.update({p: False for p in layout.files})
     paths.update({"/proc": False, "/sys": False, "/dev": True, "/dev/pts": False})
     paths.update({"/dev/shm": True})
-    paths.update({f"/dev/{name}": False for name in (*DEVICES, *_DEV_LINKS)})
+    paths.update({f"/dev/{name}": False for name in (*DEVICES, *DEV_LINKS)})
     return paths
 
 

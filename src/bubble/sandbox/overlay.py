@@ -9,7 +9,7 @@ harmless devices, then `pivot_root` and the old root is detached. Inside a user 
 `lowerdir=/` fails (its submounts are locked), so per-directory layers are not a workaround for
 the unprivileged case but the one layout that works for both.
 
-The layout is planned in the parent (`plan`), from the host's view, so the parent knows which
+The layout is planned in the parent (`layerplan.plan`), from the host's view, so it knows which
 upper directory stands for which host path when it reads the layer after the run
 (`bubble.sandbox.layerscan`). The child hands the tmpfs over as a descriptor (taken with
 pidfd_getfd, like the listener): the layer outlives the namespace for exactly as long as the
@@ -24,10 +24,10 @@ import fcntl
 import os
 import stat
 import struct
-from dataclasses import dataclass
 
 from bubble.sandbox import _abi
 from bubble.sandbox._libc import libc, syscall, unshare
+from bubble.sandbox.layerplan import DEV_LINKS, DEVICES, Layout
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY = 1
@@ -43,81 +43,7 @@ NR_MOUNT_SETATTR = 442
 AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 1
 
-DEFAULT_SIZE = 1 << 30  # bytes of layer without --max-layer: bounded, and a tmpfs only
-# takes what is written.
-# Host devices a program needs; everything else in /dev (disks: /dev/vda here) stays out.
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-_DEV_LINKS = {
-    "fd": "/proc/self/fd",
-    "stdin": "/proc/self/fd/0",
-    "stdout": "/proc/self/fd/1",
-    "stderr": "/proc/self/fd/2",
-    "ptmx": "pts/ptmx",
-}
-PSEUDO = ("/proc", "/sys", "/dev")
 WIDE_MAP = "0 0 65536"  # as root: the usual ids keep their meaning inside the layer
-
-
-@dataclass(frozen=True, slots=True)
-class Layout:
-    """What to build: overlays (host dir -> upper index), skeleton entries, bound files."""
-
-    overlays: tuple[str, ...]  # host directories; upper of overlays[i] is u/i
-    dirs: tuple[tuple[str, int], ...]  # (path, mode) rebuilt as plain directories
-    links: tuple[tuple[str, str], ...]  # (path, target) symlinks rebuilt
-    files: tuple[str, ...]  # regular files in rebuilt directories: bound read-only
-    size: int
-
-
-def _mount_points() -> list[str]:
-    points = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-        for line in fh:
-            raw = line.split(" ", 5)[4]
-            # mountinfo escapes space, tab, newline and backslash as octal.
-            points.append(
-                raw.replace("\\040", " ")
-                .replace("\\011", "\t")
-                .replace("\\012", "\n")
-                .replace("\\134", "\\")
-            )
-    return points
-
-
-def plan(size: int | None) -> Layout:
-    """The layout for this host's mount tree (read in the parent, before fork)."""
-    mounts = [m for m in _mount_points() if not m.startswith(tuple(p + "/" for p in PSEUDO))]
-    overlays: list[str] = []
-    dirs: list[tuple[str, int]] = []
-    links: list[tuple[str, str]] = []
-    files: list[str] = []
-
-    def walk(parent: str) -> None:
-        try:
-            names = sorted(os.listdir(parent or "/"))
-        except OSError:
-            return
-        for name in names:
-            path = f"{parent}/{name}"
-            if path in PSEUDO:
-                continue
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                links.append((path, os.readlink(path)))
-            elif stat.S_ISDIR(st.st_mode):
-                if any(m.startswith(path + "/") for m in mounts):
-                    dirs.append((path, stat.S_IMODE(st.st_mode)))
-                    walk(path)  # mounts below: a layer of its own for each part
-                else:
-                    overlays.append(path)
-            elif stat.S_ISREG(st.st_mode):
-                files.append(path)
-
-    walk("")
-    return Layout(tuple(overlays), tuple(dirs), tuple(links), tuple(files), size or DEFAULT_SIZE)
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
@@ -303,5 +229,5 @@ def _pseudo(root: str) -> None:
         _mount("/oldroot/dev/pts", f"{dev}/pts", None, MS_BIND | MS_REC, None)
     os.mkdir(f"{dev}/shm")
     os.chmod(f"{dev}/shm", 0o1777)  # in the layer, unlike the host's shared /dev/shm
-    for name, target in _DEV_LINKS.items():
+    for name, target in DEV_LINKS.items():
         os.symlink(target, f"{dev}/{name}")

@@ -211,9 +211,9 @@ class Session:
         fs, net, scope, self.notes = landlock.plan(policy, abi)
         self.layout = None
         if policy.fs_overlay is not None:
-            from bubble.sandbox import overlay
+            from bubble.sandbox import layerplan
 
-            self.layout = overlay.plan(policy.max_layer)
+            self.layout = layerplan.plan(policy.max_layer)
         plan = child.ChildPlan(
             policy=policy,
             path=self.path,
