@@ -15,9 +15,13 @@ import signal
 from dataclasses import dataclass
 
 from bubble.policy import Policy
-from bubble.sandbox import _abi, landlock, overlay
+from bubble.sandbox import _abi, landlock
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import prctl, unshare
+
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from bubble.sandbox.layerplan import Layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,7 @@ class ChildPlan:
     landlock: tuple[int, int, int]  # (fs rights, net rights, scopes) to restrict
     stdio: tuple[int, int] | None  # replacement stdout/stderr (output limit), or None
     cgroup: bool  # the parent puts us in a cgroup that limits memory
-    layer: overlay.Layout | None = None  # --fs-overlay: the layer to build and enter
+    layer: Layout | None = None  # --fs-overlay: the layer to build and enter
 
 
 def _fail(err_w: int, code: int, message: str) -> None:
@@ -148,6 +152,8 @@ def main(plan: ChildPlan) -> None:
         _limits(policy, plan.cgroup)
         layer = -1  # the layer's tmpfs, for the parent to take; closed before exec
         if plan.layer is not None:
+            from bubble.sandbox import overlay  # only when asked: start-up time
+
             # Before the other namespaces and the privilege drop: building it needs
             # CAP_SYS_ADMIN, as root or in its own user namespace (target root in the layer).
             layer = overlay.enter(plan.layer, userns=plan.uid is None)

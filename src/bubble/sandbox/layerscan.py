@@ -11,9 +11,7 @@ path the target used, which is the host's path it shadows.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,6 +59,8 @@ def sha256(path: str) -> str | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
+        import hashlib  # the first change pays for it, a run without changes never does
+
         digest = hashlib.sha256()
         while chunk := os.read(fd, 1 << 20):
             digest.update(chunk)
@@ -236,6 +236,7 @@ def keep(top: str, layout: Layout, dest: str) -> None:
     """--keep-layer: the upper directories under `dest/upper/<host path>`, the rebuilt
     root's own entries under `dest/root`. Whiteouts (device nodes) are not copied: the
     fs.drop events list the deletions."""
+    import shutil
 
     def ignore(directory: str, names: list[str]) -> list[str]:
         skip = []
