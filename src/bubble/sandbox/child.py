@@ -40,7 +40,8 @@ class ChildPlan:
     ready_w: int
     go_r: int
     err_w: int
-    landlock: tuple[int, int, int]  # (fs rights, net rights, scopes) to restrict
+    # (fs rights, net rights, scopes) to restrict, and the write scopes that keep fs rights
+    landlock: tuple[int, int, int, tuple[str, ...]]
     stdio: tuple[int, int] | None  # replacement stdout/stderr (output limit), or None
     cgroup: bool  # the parent puts us in a cgroup that limits memory
     layer: Layout | None = None  # --fs-overlay: the layer to build and enter
@@ -178,8 +179,7 @@ def main(plan: ChildPlan) -> None:
             os.dup2(plan.stdio[1], 2)
         _close_fds({plan.ready_w, plan.go_r, plan.err_w, layer})
         prctl(_abi.PR_SET_NO_NEW_PRIVS, 1)
-        fs_rights = plan.landlock[0] if plan.layer is not None else 0
-        landlock.restrict(*plan.landlock, beneath_root=landlock.layer_rights(fs_rights))
+        landlock.restrict(*plan.landlock)
         prctl(_abi.PR_SET_DUMPABLE, 1)  # a uid change reset it: the parent must take the listener
         listener, killable = bpf_filter.load(plan.bpf, policy.diagnose)
     except OSError as err:

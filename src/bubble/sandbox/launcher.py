@@ -77,6 +77,10 @@ def launch(
     """Run `argv` under `policy`; returns the exit status DESIGN §3 defines."""
     from bubble.sandbox.session import Session
 
+    for scope in policy.write:
+        if not os.path.exists(scope):
+            raise UsageError(f"write scope {scope} does not exist", f"create it: mkdir -p {scope}")
+
     return Session(
         policy, argv, _open_events(events, events_fd), resolve_program(argv[0]), target_user(policy)
     ).run()

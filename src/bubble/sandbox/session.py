@@ -209,11 +209,18 @@ class Session:
         forced = os.environ.get("BUBBLE_TEST_LANDLOCK_ABI")
         abi = int(forced) if forced else landlock.abi_version()
         fs, net, scope, self.notes = landlock.plan(policy, abi)
+        scoped = policy.write if landlock.enforces_scopes(policy, abi) else ()
+        if policy.write and not scoped:
+            # Without Landlock a scoped allow would be a CONTINUE on memory: deny them all.
+            self.policy = policy = policy.replace(write=())
         self.layout = None
         if policy.fs_overlay is not None:
             from bubble.sandbox import layerplan
 
             self.layout = layerplan.plan(policy.max_layer)
+            # Landlock grants writes back beneath "/" -- opened by the child after pivot_root,
+            # so the layer's root and nothing of the host's.
+            scoped = ("/",)
         plan = child.ChildPlan(
             policy=policy,
             path=self.path,
@@ -227,7 +234,7 @@ class Session:
             ready_w=ready_w,
             go_r=go_r,
             err_w=err_w,
-            landlock=(fs, net, scope),
+            landlock=(fs, net, scope, scoped),
             stdio=self.pump.child_fds() if self.pump else None,
             cgroup=bool(self.cgroups and "memory" in self.cgroups.dirs),
             layer=self.layout,
