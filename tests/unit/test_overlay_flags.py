@@ -27,6 +27,11 @@ def test_round_trip_through_argv():
         assert parse_run([*to_argv(policy), "--", "p"]).policy == policy
 
 
+def test_policy_mapping_round_trip_keeps_the_layer():
+    policy = Policy(fs_overlay="/x", keep_layer=True, max_layer=64 << 20)
+    assert Policy.from_mapping(policy.to_mapping()) == policy
+
+
 def test_overlay_allows_writes_whatever_deny_fs_says():
     assert Policy(fs_overlay="").writes_allowed and not Policy().writes_allowed
 
@@ -38,6 +43,7 @@ def test_overlay_allows_writes_whatever_deny_fs_says():
         (["--max-layer", "1G", "p"], "--max-layer needs --fs-overlay"),
         (["--fs-overlay", "--max-layer", "10k", "p"], "below 1M"),
         (["--fs-overlay=", "p"], "empty value"),
+        (["--fs-overlay", "--allow-write=/tmp", "p"], "write scopes mean nothing"),
     ],
 )
 def test_bad_combinations_say_how_to_fix_them(args, words):
