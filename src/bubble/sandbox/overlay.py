@@ -30,10 +30,8 @@ from bubble.sandbox._libc import libc, syscall, unshare
 from bubble.sandbox.layerplan import DEV_LINKS, DEVICES, Layout
 
 CLONE_NEWNS = 0x00020000
-MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
-MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
@@ -190,8 +188,7 @@ def _build(layout: Layout) -> None:
     for path in layout.files:
         os.close(os.open(root + path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         with contextlib.suppress(OSError):  # unreadable: stays an empty file
-            _mount("/oldroot" + path, root + path, None, MS_BIND, None)
-            _mount("none", root + path, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
+            _bind_read_only("/oldroot" + path, root + path, 0)
     for i, path in enumerate(layout.overlays):
         lower = "/oldroot" + path
         os.mkdir(root + path)
@@ -205,17 +202,26 @@ def _build(layout: Layout) -> None:
         except OSError:
             # A filesystem overlayfs cannot sit on: shown read-only, never written.
             with contextlib.suppress(OSError):  # stays an empty directory
-                _mount(lower, root + path, None, MS_BIND | MS_REC, None)
-                _read_only(root + path)
+                _bind_read_only(lower, root + path, MS_REC)
     _pseudo(root)
+
+
+def _bind_read_only(source: str, target: str, rec: int) -> None:
+    """A bind of host `source` that is read-only, or no bind at all: a bind left writable
+    because the second step failed would be a way out of the layer."""
+    _mount(source, target, None, MS_BIND | rec, None)
+    try:
+        _read_only(target)
+    except OSError:
+        _umount(target)
+        raise
 
 
 def _pseudo(root: str) -> None:
     for name in ("proc", "sys"):
         os.mkdir(f"{root}/{name}", 0o555)
-        _mount(f"/oldroot/{name}", f"{root}/{name}", None, MS_BIND | MS_REC, None)
         # Read-only: /proc/sys, /proc/sysrq-trigger, /proc/PID/mem and /sys change the host.
-        _read_only(f"{root}/{name}")
+        _bind_read_only(f"/oldroot/{name}", f"{root}/{name}", MS_REC)
     dev = f"{root}/dev"
     os.mkdir(dev, 0o755)
     for name in DEVICES:
