@@ -68,10 +68,6 @@ function modified(f) {
   return parts;
 }
 
-function deleted(f) {
-  return [el("span", { class: "muted" }, `(${f.kind}${f.size != null ? `, ${fmtBytes(f.size)}` : ""})`)];
-}
-
 /** Render a run record (GET /api/runs/<id>, or the data of the stream's `end` event). */
 export function renderSummary(box, rec, outputCap = 0) {
   clear(box);
