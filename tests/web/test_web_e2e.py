@@ -310,6 +310,7 @@ def test_overlay_writes_stay_in_the_layer_and_are_listed_with_real_paths(
         rec = wait_done(served.url, run_id)
         assert rec["status"] == "completed" and rec["exit_code"] == 0, rec
         assert rec["policy"]["permissions"]["fs_write"] == "overlay"
+        assert rec["rerun"]["permissions"]["fs_write"] == "overlay"  # a re-run keeps the layer
         # The host: untouched.
         assert not evil.exists() and (victim / "keep").read_bytes() == b"host file\n"
         assert Path("/etc/hostname").read_bytes() == hostname
