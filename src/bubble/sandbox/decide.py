@@ -17,7 +17,7 @@ from bubble.policy import Policy
 from bubble.sandbox.decode import WRITE_INTENT
 from bubble.sandbox.onbehalf import SCOPED as PERFORMED
 from bubble.sandbox.procmem import status_kb
-from bubble.sandbox.syscalls import TTY_IOCTLS, UNIX_CONNECTED_TYPES, Syscall
+from bubble.sandbox.syscalls import TTY_IOCTLS, Syscall
 from bubble.scopes import covering
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 DENY = "deny"  # answer -errno
 CONTINUE = "continue"  # let the kernel run the call
 INJECT = "inject"  # open `source` ourselves and hand the fd over with ADDFD|SEND
+DONE = "done"  # the supervisor performed the call itself: answer with -errno (0: success)
 PERFORM = "perform"  # carry the call out ourselves (sandbox/onbehalf.py); event: the alert if not
 
 # Write-opens that must keep working under --deny-fs=1 (DESIGN §2.3). Values: what we inject.
@@ -98,7 +99,8 @@ def alert(
     return Decision(DENY, event, err)
 
 
-def _observe(kind: str, row: Syscall, nr: int, pid: int, ctx: dict[str, Any]) -> Decision:
+def observe(kind: str, row: Syscall, nr: int, pid: int, ctx: dict[str, Any]) -> Decision:
+    """Let the call run and log it as `kind` (observation only: DESIGN §2.4)."""
     return Decision(CONTINUE, _call(kind, row.name, nr, pid, row.category, ctx, decision="ALLOW"))
 
 
@@ -191,37 +193,6 @@ def _in_scope(row: Syscall, ctx: dict[str, Any], write: tuple[str, ...]) -> str 
     return scope
 
 
-def decide_net(
-    row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy, args: tuple[int, ...]
-) -> Decision:
-    if policy.deny_net:
-        unix = args[0] & 0xFFFFFFFF == 1
-        if row.name == "socket" and unix and args[1] & 0xF in UNIX_CONNECTED_TYPES:
-            # Reached only through a high-bits domain like (1<<32)|AF_UNIX: the kernel sees
-            # AF_UNIX stream, which the policy allows. Decided on registers, not memory.
-            return Decision(
-                CONTINUE, _call(events.NET_SOCKET, row.name, nr, pid, "net", ctx, decision="ALLOW")
-            )
-        return alert(row, nr, pid, ctx)
-    # --deny-net=0: only here for --trace-net, or a bind under --deny-fs=1 (the allow side of
-    # that is backed by Landlock's MAKE_SOCK right, which does not depend on memory).
-    if (
-        row.name == "bind"
-        and not policy.writes_allowed
-        and ctx.get("family") == 1
-        and not str(ctx.get("peer", "@")).startswith(("@", "<"))
-    ):
-        return alert(row, nr, pid, ctx, category="fs")
-    kind = {
-        "socket": events.NET_SOCKET,
-        "connect": events.NET_CONNECT,
-        "bind": events.NET_BIND,
-    }.get(row.name, events.NET_SEND)
-    if "hex" in ctx and kind == events.NET_SEND:
-        kind = events.NET_PEEK
-    return _observe(kind, row, nr, pid, ctx)
-
-
 def decide(
     row: Syscall,
     nr: int,
@@ -232,12 +203,10 @@ def decide(
     how_flags: int | None = None,
 ) -> Decision:
     """The answer for one notification of a native call described by `row`, with registers
-    `args` and the fields decoded from them in `ctx`."""
+    `args` and the fields decoded from them in `ctx`. Network calls: `netpolicy`."""
     category = row.category
     if category == "fs":
         return decide_fs(row, nr, pid, ctx, policy, how_flags)
-    if category == "net":
-        return decide_net(row, nr, pid, ctx, policy, args)
     if category == "exec":
         argv = ctx.pop("argv", None)
         exe = ctx.get("path", "")

@@ -19,7 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bubble.sandbox import _abi, landlock
+from bubble.policy import Policy
+from bubble.sandbox import _abi, landlock, netns
 from bubble.sandbox._libc import syscall
 from bubble.sandbox.escapes import ESCAPES, PRELUDE, Escape
 
@@ -76,6 +77,9 @@ def _workdir(escape: Escape) -> Path:
         (work / "f").write_text("orig")
     if "d" in escape.setup:
         (work / "d").mkdir()
+    if "s" in escape.setup:  # a named socket that exists (nobody listens: the name is enough)
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(work / "sock"))
     os.chmod(work, 0o777)
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")
@@ -159,6 +163,8 @@ def features() -> dict[str, str]:
         out["user namespaces"] = "yes" if limit > 0 else "disabled"
     except OSError:
         out["user namespaces"] = "unknown"
+    wall, notes = netns.plan(Policy())
+    out["network wall"] = "network namespace" if wall else notes[0].split(":")[0]
     out["kernel"] = release
     return out
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from bubble import events
 from bubble.policy import Policy
-from bubble.sandbox import _abi, child, keeper, landlock, tree
+from bubble.sandbox import _abi, child, keeper, landlock, netns, tree
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open, prctl
 from bubble.sandbox.limits import Monitor, OutputPump, which_limit
 from bubble.sandbox.supervisor import Supervisor
@@ -209,6 +209,8 @@ class Session:
         forced = os.environ.get("BUBBLE_TEST_LANDLOCK_ABI")
         abi = int(forced) if forced else landlock.abi_version()
         fs, net, scope, self.notes = landlock.plan(policy, abi)
+        wall, wall_notes = netns.plan(policy)
+        self.notes += wall_notes
         scoped = policy.write if landlock.enforces_scopes(policy, abi) else ()
         if policy.write and not scoped:
             # Without Landlock a scoped allow would be a CONTINUE on memory: deny them all.
@@ -238,6 +240,7 @@ class Session:
             stdio=self.pump.child_fds() if self.pump else None,
             cgroup=bool(self.cgroups and "memory" in self.cgroups.dirs),
             layer=self.layout,
+            netns=wall,
         )
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())

@@ -21,10 +21,11 @@ from bubble.policy import Policy
 from bubble.sandbox import _abi
 from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
-from bubble.sandbox.decide import CONTINUE, DENY, INJECT, PERFORM, Decision, alert, decide
+from bubble.sandbox.decide import CONTINUE, DENY, DONE, INJECT, PERFORM, Decision, alert, decide
 from bubble.sandbox.decider import Decider
 from bubble.sandbox.decode import Decoder
 from bubble.sandbox.held import HeldCalls
+from bubble.sandbox.netpolicy import NetPolicy
 from bubble.sandbox.onbehalf import Outside, carry_out
 from bubble.sandbox.procmem import status_fields, status_kb
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
@@ -62,6 +63,7 @@ class Supervisor:
         self.policy = policy
         self.writer = writer
         self.decoder = Decoder()
+        self.net = NetPolicy(policy, self.decoder)
         self.exempt = exempt  # our own helper processes (pidns init): not the target's RSS
         # Write scopes as real paths: what a pinned object's /proc/self/fd link is checked on.
         self.scopes = tuple(os.path.realpath(s) for s in policy.write)
@@ -158,6 +160,8 @@ class Supervisor:
 
     def _native(self, row: Syscall, pid: int, nr: int, args: tuple[int, ...]) -> Decision:
         ctx = self.decoder.fields(row, pid, args, self.policy.peek_tx)
+        if row.category == "net":
+            return self.net.decide(row, nr, pid, ctx, args)
         how_flags = None
         if row.name == "openat2":
             how_flags, extra = self.decoder.open_how(pid, args[2])
@@ -224,6 +228,8 @@ class Supervisor:
                     return  # answered when the decision comes; policy.ask is written
                 event = held.failed(event, why)
             self._send(nid, d.errno, 0)
+        elif d.action == DONE:
+            self._send(nid, d.errno, 0)  # we made the call ourselves: its result
         elif d.action == CONTINUE:
             self._send(nid, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
         elif d.action == PERFORM and isinstance(event, events.Call):
