@@ -17,6 +17,7 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
                   [--trace-net] [--peek-tx=N] [--timeout S] [--memory SIZE] [--cpu S]
                   [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root [--keep-caps]]
                   [--policy FILE] [--allow-write DIR]...
+                  [--fs-overlay[=DIR] [--keep-layer] [--max-layer SIZE]]
                   [--events PATH|- | --events-fd N] -- PROG [ARGS...]
        bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token T]
        bubble policy suggest EVENTS.ndjson [--broad] [--api URL]
@@ -85,6 +86,10 @@ def parse_run(args: list[str]) -> RunArgs:
                 if eq:
                     raise UsageError(f"{flag} takes no value", f"write just {flag}")
                 values[name] = True
+            elif kind == "optstr":
+                if eq and not text:
+                    raise UsageError(f"{flag}= has an empty value", f"write {flag} or {flag}=DIR")
+                values[name] = os.path.abspath(text) if eq else ""
             else:  # "01"
                 values[name] = convert(flag, kind, text) if eq else True
         else:

@@ -29,7 +29,7 @@ NET_BIND = "net.bind"
 NET_SEND = "net.send"
 NET_PEEK = "net.tx.peek"
 MSG = "sandbox.msg"
-FS_DROP = "fs.drop"  # added by the orchestrator, not the launcher
+FS_DROP = "fs.drop"  # the launcher's, from the layer (--fs-overlay); else the orchestrator's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +119,23 @@ class Exit:
     notes: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Drop:
+    """One path the run changed in its layer (--fs-overlay), read from the layer at the end."""
+
+    type: str = FS_DROP
+    path: str
+    change: str  # created | modified | deleted | metadata | renamed
+    kind: str  # file | dir | symlink | other
+    size: int | None = None
+    sha256: str | None = None
+    mode: int | None = None
+    path2: str | None = None  # renamed: where it came from
+    target: str | None = None  # symlink: what it points to
+    copy: str | None = None  # --fs-overlay=DIR: where the file was copied
+    pid: int | None = None
+
+
 def exact(text: str) -> tuple[str, str | None]:
     """Text for an event from a path or argument read as bytes (decoded with
     surrogateescape): unchanged if it is valid UTF-8; otherwise each undecodable byte shown
@@ -144,8 +161,8 @@ def exact_list(texts: list[str]) -> tuple[list[str], list[str] | None]:
     return [t for t, _ in shown], [t.encode("utf-8", "surrogateescape").hex() for t in texts]
 
 
-Event = Spawn | Call | Msg | Exit
-EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Msg, Exit)
+Event = Spawn | Call | Msg | Exit | Drop
+EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Msg, Exit, Drop)
 
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_CLASSES}
 # Fields serialised even when None (null says "no exit code: killed by a signal").

@@ -36,6 +36,7 @@ CLASS_TYPES = {
     events.Spawn: [events.SPAWN],
     events.Msg: [events.MSG],
     events.Exit: [events.EXIT],
+    events.Drop: [events.FS_DROP],
     events.Call: [
         events.ALERT,
         events.FS_WRITE,

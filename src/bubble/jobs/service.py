@@ -12,7 +12,7 @@ from typing import Any
 
 from bubble import events as ev
 from bubble.errors import BubbleError, UsageError
-from bubble.jobs import fsdiff, schema
+from bubble.jobs import fsdiff, layerdrops, schema
 from bubble.jobs.forward import Forwarder
 from bubble.jobs.hub import Hub
 from bubble.jobs.ingest import EventSink
@@ -79,6 +79,8 @@ class Jobs:
             self.store.add_sample(sample)
             self.forwarder.sample(sample)
         policy = req.policy.replace(timeout=req.timeout)
+        if policy.fs_overlay is not None:  # the layer's copies go to the run folder
+            policy = policy.replace(fs_overlay=layerdrops.overlay_dir(self.run_dir(run_id)))
         try:
             self._prepare(run_id, policy, req.upload_id, sample)
         except OSError:
@@ -180,6 +182,22 @@ class Jobs:
             for item, path in changes.copies:
                 item["artifact_id"] = path.name
                 arts.append(self._artifact(run_id, "dropped", item["name"], path, item["sha256"]))
+            fs_changes: dict[str, Any] = changes.as_dict()
+            if policy.fs_overlay is not None and result.complete:
+                layer_changes, layer_arts, not_kept = layerdrops.collect(
+                    rundir, self.cfg.data_dir, run_id
+                )
+                fs_changes = {k: v + layer_changes[k] for k, v in fs_changes.items()}
+                arts += layer_arts
+                if not_kept:
+                    extra.append(
+                        {
+                            "type": ev.MSG,
+                            "action": "orchestrator.drops_capped",
+                            "message": f"{not_kept} changed files were over the size caps "
+                            "and were not kept",
+                        }
+                    )
             if result.complete:
                 sink.add(extra)
         finally:
@@ -189,7 +207,7 @@ class Jobs:
         arts.append(self._artifact(run_id, "events", "events.ndjson", rundir / "events.ndjson"))
         self.store.add_artifacts(arts)
         final = result.outcome(rundir / "stderr.txt")
-        final.update(fs_changes=changes.as_dict(), counts=counts(self.store, run_id))
+        final.update(fs_changes=fs_changes, counts=counts(self.store, run_id))
         if self._closing and not sink.exit_event:
             final.update(status=schema.INTERRUPTED, error="the server stopped during the run")
             final["hint"] = "run it again"

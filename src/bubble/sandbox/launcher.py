@@ -42,6 +42,10 @@ def target_user(policy: Policy) -> tuple[int | None, int | None, str | None]:
         return None, None, None
     if policy.keep_root:
         return None, None, None
+    if policy.fs_overlay is not None and not policy.user:
+        # Root of its own user namespace, mapped to root: it may change any file *in the
+        # layer*, and holds no capability over anything else (docs/security.md).
+        return None, None, "root (user namespace, in the layer)"
     name = policy.user or "nobody"
     if name == "dynamic":
         from bubble.sandbox import dynuser

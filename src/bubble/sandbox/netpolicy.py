@@ -300,7 +300,7 @@ def _traced(row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy
     that is backed by Landlock's MAKE_SOCK right, which does not depend on memory)."""
     if (
         row.name == "bind"
-        and policy.deny_fs
+        and not policy.writes_allowed
         and ctx.get("family") == 1
         and not str(ctx.get("peer", "@")).startswith(("@", "<"))
     ):

@@ -30,6 +30,10 @@ from bubble.sandbox.limits import which_limit
 from bubble.sandbox.outcome import account, peak_rss
 from bubble.sandbox.supervisor import Supervisor
 
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from bubble.sandbox.layerplan import Layout
+
 
 class Session:
     """Runs one target under one policy; `run()` returns the exit status."""
@@ -49,6 +53,7 @@ class Session:
         self.writer = EventWriter(events_fd)
         self.ctl = Control(policy, self.writer)
         self.notes: list[str] = []
+        self.layer_fd = -1  # --fs-overlay: the layer's tmpfs, taken from the child
 
     def run(self) -> int:
         policy, ctl = self.policy, self.ctl
@@ -118,6 +123,14 @@ class Session:
         if policy.write and not scoped:
             # Without Landlock a scoped allow would be a CONTINUE on memory: deny them all.
             self.policy = policy = policy.replace(write=())
+        self.layout: Layout | None = None
+        if policy.fs_overlay is not None:
+            from bubble.sandbox import layerplan
+
+            self.layout = layerplan.plan(policy.max_layer)
+            # Landlock grants writes back beneath "/" -- opened by the child after pivot_root,
+            # so the layer's root and nothing of the host's.
+            scoped = ("/",)
         return child.ChildPlan(
             policy=policy,
             path=self.path,
@@ -134,6 +147,7 @@ class Session:
             landlock=(fs, net, scope, scoped),
             stdio=self.ctl.pump.child_fds() if self.ctl.pump else None,
             cgroup=bool(self.ctl.cgroups and "memory" in self.ctl.cgroups.dirs),
+            layer=self.layout,
             netns=wall,
         )
 
@@ -163,6 +177,8 @@ class Session:
         pidfd = pidfd_open(ctl.child_pid)
         try:
             listener = pidfd_getfd(pidfd, ready.listener)
+            if ready.layer >= 0:
+                self.layer_fd = pidfd_getfd(pidfd, ready.layer)
         finally:
             os.close(pidfd)
         exe, exe_hex = events.exact(self.path)
@@ -206,7 +222,27 @@ class Session:
         ctl.drain(err)
         ctl.drain(report)
         ctl.drain_output()
+        if self.layer_fd >= 0:
+            # A copy: a loop thread abandoned by the stall guard may still add to it.
+            self._report_layer(dict(sup.renames) if sup.renames is not None else None)
         return self._finish(started, sup)
+
+    def _report_layer(self, renames: dict[str, str] | None) -> None:
+        """Every process is gone: read what the run changed in its layer, then let it go."""
+        from bubble.sandbox import drops
+
+        assert self.layout is not None
+        try:
+            limit = drops.report(
+                self.writer, self.layer_fd, self.layout, self.policy, self.ctl.child_pid, renames
+            )
+            self.ctl.limit = self.ctl.limit or limit
+        except OSError as err:
+            message = f"reading the layer failed: {err}"
+            self.writer.emit(events.Msg(action="error", message=message, pid=self.ctl.child_pid))
+        finally:
+            os.close(self.layer_fd)
+            self.layer_fd = -1
 
     def _degraded(self, listener: int, killable: bool) -> None:
         """One `sandbox.msg` per missing kernel feature or active test hook."""

@@ -22,6 +22,19 @@ function showError(err) {
   if (err instanceof ApiError && err.hint) box.append(el("span", { class: "muted" }, ` — ${err.hint}`));
 }
 
+/** `fs_write`: false, "overlay" (a throwaway layer) or true (the real host). */
+function fsWrite() {
+  if (!$("p-fswrite").checked) return false;
+  return $("p-layer").checked ? "overlay" : true;
+}
+
+function showLayer() {
+  $("p-layer").disabled = !$("p-fswrite").checked;
+}
+$("p-fswrite").addEventListener("change", showLayer);
+$("p-layer").addEventListener("change", showLayer);
+showLayer();
+
 /** A word list as a shell would read it back (for the args field). */
 function shellJoin(words) {
   return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'"'"'`)}'`)).join(" ");
@@ -32,7 +45,7 @@ function shellJoin(words) {
 function policyBody() {
   const net = $("p-net").checked;
   const body = {
-    permissions: { fs_write: $("p-fswrite").checked, network: net },
+    permissions: { fs_write: fsWrite(), network: net },
     notify_exec: $("p-exec").checked,
     pidns: $("p-pidns").checked,
     diagnose: $("p-diag").checked,
@@ -85,6 +98,8 @@ function fillForm(rec) {
   const body = rec.rerun || {};
   const p = rec.policy || {};
   $("p-fswrite").checked = !!p.permissions?.fs_write;
+  $("p-layer").checked = p.permissions?.fs_write !== true;
+  showLayer();
   $("p-net").checked = !!p.permissions?.network;
   $("p-exec").checked = !!p.notify_exec;
   $("p-pidns").checked = !!p.pidns;
