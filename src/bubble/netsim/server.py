@@ -1,0 +1,149 @@
+"""The simulated internet's process. It runs inside the target's network namespace (joined
+before it starts, or born there in tests), never under the target's filter:
+
+1. make every address local (`lo` up, `local 0.0.0.0/0` and `local ::/0`: idempotent, the
+   wall sets the same) and send every TCP/UDP port but 53 to one socket with a TPROXY rule
+   (nftables), so one listener sees every destination with the address and port dialled;
+2. bind the DNS server (UDP and TCP 53) and the sinkhole, report `ready`;
+3. serve until SIGTERM (the run ended), then record what is still open and exit.
+
+Without `nft` the sinkhole listens on a list of common ports only, and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass, field
+
+from bubble.netsim.names import Names
+from bubble.netsim.record import Limits, Recorder
+from bubble.netsim.sinkhole import DEFAULT_BODY, Connection, DnsOverTcp, Shared
+from bubble.netsim.udp import (
+    IP_RECVORIGDSTADDR,
+    IPV6_RECVORIGDSTADDR,
+    IPV6_RECVPKTINFO,
+    SOL_IPV6,
+    DatagramSink,
+    DnsServer,
+    dual_stack,
+)
+
+SINK_PORT = 1  # where the TPROXY rule delivers; a target dialling port 1 lands there anyway
+IP_TRANSPARENT = 19
+IPV6_TRANSPARENT = 75
+FALLBACK_PORTS = (21, 22, 23, 25, 80, 443, 1337, 4444, 6667, 8080, 8443, 31337)
+ROUTES = (
+    "link set lo up\n"
+    "route replace local 0.0.0.0/0 dev lo table local\n"
+    "route replace local ::/0 dev lo table local\n"
+)
+NFT_RULES = f"""
+table inet bubble_netsim {{
+  chain divert {{
+    type filter hook prerouting priority mangle; policy accept;
+    meta l4proto {{ tcp, udp }} th dport != 53 tproxy to :{SINK_PORT}
+  }}
+}}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    records_fd: int  # JSON records to the supervisor
+    ready_fd: int  # one line: "ready" or "error MESSAGE"
+    captures: str | None = None  # folder for payload artifacts
+    body: bytes = DEFAULT_BODY
+    terminate_tls: bool = True
+    limits: Limits = field(default_factory=Limits)
+
+
+class SetupError(Exception):
+    pass
+
+
+def _run(argv: list[str], stdin: str) -> str | None:
+    """Run a configuration tool; its complaint, or None on success."""
+    try:
+        done = subprocess.run(argv, input=stdin.encode(), capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    return None if done.returncode == 0 else done.stderr.decode(errors="replace").strip()
+
+
+def divert_every_port() -> str | None:
+    """Routes and the TPROXY rule; None, or why every port cannot be covered."""
+    ip = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if ip is None or (problem := _run([ip, "-batch", "-"], ROUTES)):
+        raise SetupError(f"cannot route every address to lo: {(ip and problem) or 'no ip'}")
+    nft = shutil.which("nft", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if nft is None:
+        return "nft (package nftables) not found"
+    return _run([nft, "-f", "-"], NFT_RULES)
+
+
+Sockets = tuple[socket.socket, socket.socket, list[socket.socket], socket.socket | None]
+
+
+def _sockets(covered: bool) -> Sockets:
+    """DNS UDP, DNS TCP, TCP sink listeners, UDP sink (None without the TPROXY rule)."""
+    dns_udp = dual_stack(socket.SOCK_DGRAM, 53, (SOL_IPV6, IPV6_RECVPKTINFO, 1))
+    dns_tcp = dual_stack(socket.SOCK_STREAM, 53)
+    if covered:
+        transparent = ((socket.SOL_IP, IP_TRANSPARENT, 1), (SOL_IPV6, IPV6_TRANSPARENT, 1))
+        tcp = [dual_stack(socket.SOCK_STREAM, SINK_PORT, *transparent)]
+        udp = dual_stack(
+            socket.SOCK_DGRAM,
+            SINK_PORT,
+            *transparent,
+            (socket.SOL_IP, IP_RECVORIGDSTADDR, 1),
+            (SOL_IPV6, IPV6_RECVORIGDSTADDR, 1),
+        )
+        return dns_udp, dns_tcp, tcp, udp
+    return dns_udp, dns_tcp, [dual_stack(socket.SOCK_STREAM, p) for p in FALLBACK_PORTS], None
+
+
+async def _serve(cfg: Config) -> None:
+    loop = asyncio.get_running_loop()
+    names = Names()
+    recorder = Recorder(cfg.records_fd, names, cfg.captures, cfg.limits)
+    problem = divert_every_port()
+    if problem:
+        ports = ", ".join(map(str, FALLBACK_PORTS))
+        recorder.note(f"every port cannot be diverted ({problem}): TCP sinkhole on {ports} only")
+    dns_udp, dns_tcp, tcp, udp = _sockets(problem is None)
+    shared = Shared(recorder, cfg.limits, cfg.body, cfg.terminate_tls)
+    servers = [
+        await loop.create_server(lambda: DnsOverTcp(shared, names), sock=dns_tcp, backlog=1024)
+    ]
+    for sock in tcp:
+        factory = functools.partial(Connection, shared)
+        servers.append(await loop.create_server(factory, sock=sock, backlog=4096))
+    loop.add_reader(dns_udp.fileno(), DnsServer(dns_udp, recorder, names).on_readable)
+    if udp is not None:
+        loop.add_reader(udp.fileno(), DatagramSink(udp, recorder, cfg.limits).on_readable)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    os.write(cfg.ready_fd, b"ready\n")
+    await stop.wait()
+    for server in servers:
+        server.close()
+    shared.finish_all()
+    recorder.summary()
+
+
+def main(cfg: Config) -> int:
+    """Serve until SIGTERM; 0, or 1 after writing `error MESSAGE` on the ready fd."""
+    try:
+        asyncio.run(_serve(cfg))
+    except (OSError, SetupError) as err:
+        with contextlib.suppress(OSError):
+            os.write(cfg.ready_fd, f"error {err}\n".encode())
+        return 1
+    return 0
