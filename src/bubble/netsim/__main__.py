@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bubble.netsim.record import Limits
 from bubble.netsim.server import Config, main
 
 parser = argparse.ArgumentParser(prog="python -m bubble.netsim")
@@ -13,6 +14,8 @@ parser.add_argument("--records-fd", type=int, required=True)
 parser.add_argument("--ready-fd", type=int, required=True)
 parser.add_argument("--captures")
 parser.add_argument("--no-tls", action="store_true", help="keep ClientHellos, do not terminate")
+for name, kind in (("idle", float), ("lifetime", float), ("connections", int)):
+    parser.add_argument(f"--{name}", type=kind, default=getattr(Limits(), name))
 args = parser.parse_args()
 sys.exit(
     main(
@@ -21,6 +24,7 @@ sys.exit(
             ready_fd=args.ready_fd,
             captures=args.captures,
             terminate_tls=not args.no_tls,
+            limits=Limits(idle=args.idle, lifetime=args.lifetime, connections=args.connections),
         )
     )
 )

@@ -44,11 +44,16 @@ ROUTES = (
     "route replace local 0.0.0.0/0 dev lo table local\n"
     "route replace local ::/0 dev lo table local\n"
 )
+# Port 53 is the DNS server's own (one rule each: nft 1.0.6 folds `th dport != 53 th
+# sport != 53` into one 32-bit compare that diverts unless *both* are 53); its UDP replies (source port 53) to a client's unconnected
+# socket must reach that socket, not the sink (TCP replies find their established socket).
 NFT_RULES = f"""
 table inet bubble_netsim {{
   chain divert {{
     type filter hook prerouting priority mangle; policy accept;
-    meta l4proto {{ tcp, udp }} th dport != 53 tproxy to :{SINK_PORT}
+    meta l4proto {{ tcp, udp }} th dport 53 accept
+    meta l4proto {{ tcp, udp }} th sport 53 accept
+    meta l4proto {{ tcp, udp }} tproxy to :{SINK_PORT}
   }}
 }}
 """
