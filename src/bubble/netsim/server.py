@@ -44,9 +44,10 @@ ROUTES = (
     "route replace local 0.0.0.0/0 dev lo table local\n"
     "route replace local ::/0 dev lo table local\n"
 )
-# Port 53 is the DNS server's own (one rule each: nft 1.0.6 folds `th dport != 53 th
-# sport != 53` into one 32-bit compare that diverts unless *both* are 53); its UDP replies (source port 53) to a client's unconnected
+# Port 53 is the DNS server's own; its UDP replies (source port 53) to a client's unconnected
 # socket must reach that socket, not the sink (TCP replies find their established socket).
+# One rule each: nft 1.0.6 folds `th dport != 53 th sport != 53` into one 32-bit compare
+# that diverts unless *both* ports are 53.
 NFT_RULES = f"""
 table inet bubble_netsim {{
   chain divert {{
