@@ -5,12 +5,20 @@ status, the records the server wrote, the captured payload files."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+
+
+def _die_with_us() -> None:
+    """The server ends with the driver even when a test's timeout kills the driver."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def main() -> None:
@@ -36,9 +44,18 @@ def main() -> None:
             *extra,
         ],
         pass_fds=(rec_w, ready_w),
+        preexec_fn=_die_with_us,
     )
     os.close(rec_w)
     os.close(ready_w)
+    chunks: list[bytes] = []
+
+    def pump() -> None:  # read records while they come, as the supervisor does
+        while chunk := os.read(rec_r, 1 << 16):
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=pump)
+    reader.start()
     ready = os.read(ready_r, 4096).decode()
     started = time.monotonic()
     result = {"ready": ready.strip(), "netns": mine}
@@ -54,10 +71,8 @@ def main() -> None:
             result.update(rc=None, stdout="", stderr="client timed out")
     result["client_s"] = time.monotonic() - started
     server.send_signal(signal.SIGTERM)
-    chunks = []
-    while chunk := os.read(rec_r, 1 << 16):
-        chunks.append(chunk)
     result["server_rc"] = server.wait()
+    reader.join()
     result["stop_s"] = time.monotonic() - started - result["client_s"]
     result["records"] = [json.loads(line) for line in b"".join(chunks).decode().splitlines()]
     print(json.dumps(result))

@@ -22,6 +22,7 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 
+from bubble.netsim.accept import Acceptor
 from bubble.netsim.names import Names
 from bubble.netsim.record import Limits, Recorder
 from bubble.netsim.sinkhole import DEFAULT_BODY, Connection, DnsOverTcp, Shared
@@ -125,23 +126,27 @@ async def _serve(cfg: Config) -> None:
         recorder.note(f"every port cannot be diverted ({problem}): TCP sinkhole on {ports} only")
     dns_udp, dns_tcp, tcp, udp = _sockets(problem is None)
     shared = Shared(recorder, cfg.limits, cfg.body, cfg.terminate_tls)
-    servers = [
-        await loop.create_server(lambda: DnsOverTcp(shared, names), sock=dns_tcp, backlog=1024)
-    ]
-    for sock in tcp:
-        factory = functools.partial(Connection, shared)
-        servers.append(await loop.create_server(factory, sock=sock, backlog=4096))
+    acceptors = [Acceptor(dns_tcp, functools.partial(DnsOverTcp, shared, names), shared)]
+    acceptors += [Acceptor(sock, functools.partial(Connection, shared), shared) for sock in tcp]
+    for acceptor in acceptors:
+        acceptor.resume()
     loop.add_reader(dns_udp.fileno(), DnsServer(dns_udp, recorder, names).on_readable)
     if udp is not None:
-        loop.add_reader(udp.fileno(), DatagramSink(udp, recorder, cfg.limits).on_readable)
+        sink = DatagramSink(udp, recorder, cfg.limits)
+        loop.add_reader(udp.fileno(), sink.on_readable)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     os.write(cfg.ready_fd, b"ready\n")
     await stop.wait()
-    for server in servers:
-        server.close()
+    # Connections the kernel completed but we have not accepted yet, and datagrams queued,
+    # are the target's too: take them before the listeners close (closing would reset them).
+    for acceptor in acceptors:
+        await acceptor.close()
+    if udp is not None:
+        sink.on_readable(until_empty=True)
     shared.finish_all()
     recorder.summary()
+    recorder.close()
 
 
 def main(cfg: Config) -> int:

@@ -7,6 +7,8 @@ certificate, and keeps anything else without a reply. DNS over TCP is served her
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import ssl
 from collections.abc import Callable
 
@@ -51,7 +53,14 @@ class Shared:
         self.body = body
         self.terminate_tls = terminate_tls
         self.open: set[Connection] = set()
+        self.admitted = 0  # accepted and not yet ended, DNS-over-TCP included: the cap's count
+        self.on_release: list[Callable[[], None]] = []  # acceptors waiting for room
         self._ctx: ssl.SSLContext | None = None
+
+    def release(self) -> None:
+        self.admitted -= 1
+        for resume in self.on_release:
+            resume()
 
     def tls_context(self) -> ssl.SSLContext:
         if self._ctx is None:
@@ -88,11 +97,6 @@ class Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         shared = self.shared
-        if len(shared.open) >= shared.limits.connections:
-            shared.recorder.counts["refused"] += 1
-            self.done = True
-            transport.abort()
-            return
         shared.open.add(self)
         sockname = transport.get_extra_info("sockname") or ("", 0)
         self.peer, self.port = plain_address(str(sockname[0])), int(sockname[1])
@@ -201,6 +205,20 @@ class Connection(asyncio.Protocol):
         self.finish("answered")
 
     # -- the end -------------------------------------------------------------------------
+    def _read_what_is_left(self) -> None:
+        """The run ends: bytes the client sent that the loop has not delivered yet are still
+        in the socket; take them without waiting (not for TLS: they would need decrypting)."""
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is None or self.state == "tls":
+            return
+        room = self.shared.limits.per_connection - len(self.buf)
+        with contextlib.suppress(OSError):
+            while room > 0 and (chunk := os.read(sock.fileno(), room)):
+                self.buf += chunk
+                room -= len(chunk)
+        if self.state == "sniff" and parse.looks_like_tls(bytes(self.buf[:3])):
+            self.sni = parse.tls_sni(bytes(self.buf))
+
     def _rearm_idle(self) -> None:
         if self.timers:
             self.timers[0].cancel()
@@ -214,6 +232,9 @@ class Connection(asyncio.Protocol):
         for timer in self.timers:
             timer.cancel()
         self.shared.open.discard(self)
+        self.shared.release()
+        if ended == "run-end" and self.transport is not None:
+            self._read_what_is_left()
         terminated = self.handshaken
         self.shared.recorder.seen(
             Seen(
@@ -270,3 +291,4 @@ class DnsOverTcp(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        self.shared.release()

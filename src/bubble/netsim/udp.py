@@ -21,6 +21,7 @@ IPV6_RECVPKTINFO = 49
 IPV6_PKTINFO = 50
 _ANC = socket.CMSG_SPACE(64) * 2
 _ORIGDST = ((socket.SOL_IP, IP_RECVORIGDSTADDR), (SOL_IPV6, IPV6_RECVORIGDSTADDR))
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn (4096 in a new namespace)
 _BURST = 64  # datagrams read per readiness callback before yielding to the loop
 
 
@@ -43,8 +44,8 @@ class DatagramSink:
         self.limits = limits
         self.count = 0
 
-    def on_readable(self) -> None:
-        for _ in range(_BURST):
+    def on_readable(self, until_empty: bool = False) -> None:
+        for _ in iter(int, 1) if until_empty else range(_BURST):
             try:
                 data, anc, flags, _src = self.sock.recvmsg(self.limits.per_connection, _ANC)
             except (BlockingIOError, InterruptedError):
@@ -95,7 +96,8 @@ class DnsServer:
 
 
 def dual_stack(kind: int, port: int, *options: tuple[int, int, int]) -> socket.socket:
-    """A non-blocking IPv6 socket that also takes IPv4 (mapped), bound to [::]:port."""
+    """A non-blocking IPv6 socket that also takes IPv4 (mapped), bound to [::]:port
+    (and listening, for a stream socket)."""
     sock = socket.socket(socket.AF_INET6, kind)
     try:
         sock.setsockopt(SOL_IPV6, socket.IPV6_V6ONLY, 0)
@@ -103,6 +105,8 @@ def dual_stack(kind: int, port: int, *options: tuple[int, int, int]) -> socket.s
         for level, name, value in options:
             sock.setsockopt(level, name, value)
         sock.bind(("::", port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError:
         sock.close()
