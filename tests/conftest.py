@@ -95,6 +95,13 @@ def nobody_src() -> Iterator[str]:
     shutil.copytree(
         ROOT / "src" / "bubble", out / "bubble", ignore=shutil.ignore_patterns("__pycache__")
     )
+    # Bubble's one pure-Python dependency of the launcher (DNS decoding), for the system
+    # interpreter the unprivileged launcher runs with.
+    import dnslib
+
+    shutil.copytree(
+        Path(dnslib.__file__).parent, out / "dnslib", ignore=shutil.ignore_patterns("__pycache__")
+    )
     for path in [out, *out.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     yield str(out)

@@ -81,6 +81,9 @@ class Call:
     proto: int | None = None
     bytes: int | None = None
     hex: str | None = None
+    dns_name: str | None = None
+    dns_type: str | None = None
+    dns_queries: list[str] | None = None
     detail: str | None = None
 
 

@@ -173,7 +173,27 @@ def test_dropped_files_are_listed_with_sha256_and_download(
     assert hashlib.sha256(content).hexdigest() in summary
     assert page.locator(".vcard.cat-fs").count() == 0
     assert page.locator(".vcard.cat-net").count() == 1
+    # The card says where the program wanted to go (the wall let it make its socket).
+    assert page.text_content(".vcard.cat-net .v-intent") == "connect 127.0.0.1:9"
     assert page.locator("#ev-list .ev.cat-fs .ev-type", has_text="fs.drop").count() == 1
     href = page.get_attribute(".files a", "href")
     assert requests.get(site.url + href, timeout=5).content == content
     page.screenshot(path=str(shots / "dropped-files.png"), full_page=True)
+
+
+def test_dns_card_names_the_query(site: LiveServer, page) -> None:
+    """A DNS query sent to 127.0.0.1:53 (inside the run's network wall) shows as
+    "DNS beacon.example (A)" on its card."""
+    labels = b"\x06beacon\x07example\x00"
+    query = (
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + labels + b"\x00\x01\x00\x01"
+    ).hex()
+    page.goto(site.url)
+    page.fill(
+        "#cmd",
+        f"python3 -c \"import socket; socket.socket(2, 2).sendto(bytes.fromhex('{query}'), "
+        "('127.0.0.1', 53))\"",
+    )
+    page.click("#run-btn")
+    wait_ended(page)
+    assert page.text_content(".vcard.cat-net .v-intent") == "DNS beacon.example (A)"

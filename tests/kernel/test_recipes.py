@@ -65,16 +65,17 @@ def test_recipe_file_write_allowed(workdir: Path):
 
 
 def test_recipe_network_connect_denied(http_listener):
-    """`sh -lc 'curl -s URL || true'` under the default policy: curl cannot even create its
-    socket, the listener never sees a connection, and the alert names socket/AF_INET."""
+    """`sh -lc 'curl -s URL || true'` under the default policy: curl's socket is made inside
+    the network wall, its connect is denied, the listener never sees a connection, and the
+    alert names the destination."""
     res = run_bubble(["/bin/sh", "-lc", f"curl -s {http_listener.url} || true"])
     assert res.rc == 0 and res.stdout == ""
     assert http_listener.connections == 0 and http_listener.requests == []
-    sockets = [a for a in res.alerts if a["syscall"] == "socket"]
-    assert any(a["family_name"] == "AF_INET" and a["category"] == "net" for a in sockets), (
-        res.alerts
-    )
-    assert all(a["denied"] == "EPERM" for a in sockets)
+    connects = [a for a in res.alerts if a["syscall"] == "connect"]
+    assert [(a["peer"], a["port"], a["denied"]) for a in connects] == [
+        ("127.0.0.1", http_listener.port, "EPERM")
+    ], res.alerts
+    assert any(e["family_name"] == "AF_INET" for e in res.of_type("net.socket"))
 
 
 def test_recipe_network_connect_allowed(http_listener):

@@ -288,15 +288,23 @@ def _accepted(srv: socket.socket) -> bool:
     return True
 
 
+# Denied at socket() even inside the network wall (decided on registers).
 SOCKETS = {
-    "inet": (["2", "1", "0"], "AF_INET"),
-    "inet6": (["10", "1", "0"], "AF_INET6"),
-    "inet-udp": (["2", "2", "0"], "AF_INET"),
+    "inet-raw": (["2", "3", "1"], "AF_INET"),
+    "inet6-raw": (["10", "3", "58"], "AF_INET6"),
+    "vsock": (["40", "1", "0"], "AF_VSOCK"),
     "packet": (["17", "3", "0"], "AF_PACKET"),
     "netlink": (["16", "3", "0"], "AF_NETLINK"),
     "unix-dgram": (["1", "2", "0"], "AF_UNIX"),
     "unix-raw": (["1", "3", "0"], "AF_UNIX"),
     "unix-dgram-high-bits": (["0x100000001", "2", "0"], "AF_UNIX"),
+    "packet-high-bits": (["0x100000011", "3", "0"], "AF_PACKET"),
+}
+# Created inside the wall, logged as net.socket: nothing they send can leave.
+WALLED_SOCKETS = {
+    "inet": (["2", "1", "0"], "AF_INET"),
+    "inet6": (["10", "1", "0"], "AF_INET6"),
+    "inet-udp": (["2", "2", "0"], "AF_INET"),
     "inet-high-bits": (["0x100000002", "1", "0"], "AF_INET"),
 }
 
@@ -308,6 +316,15 @@ def test_socket_denied(case, probe):
     assert _result_line(res.stdout) == "RESULT ret=-1 errno=EPERM"
     [alert] = res.alerts
     assert (alert["syscall"], alert["category"], alert["family_name"]) == ("socket", "net", family)
+
+
+@pytest.mark.parametrize("case", WALLED_SOCKETS, ids=str)
+def test_inet_socket_created_inside_the_wall(case, probe):
+    args, family = WALLED_SOCKETS[case]
+    res = run_bubble([probe, "sys", "41", *args])
+    assert "errno=0" in _result_line(res.stdout) and not res.alerts
+    [sock] = res.of_type("net.socket")
+    assert (sock["family_name"], sock["decision"]) == (family, "ALLOW")
 
 
 def test_unix_stream_socket_allowed(probe):
@@ -354,7 +371,10 @@ def test_connect_ipv6_and_unix_decoded(probe, workdir):
         "AF_INET6",
     )
     res = run_bubble([probe, "sys", "42", "sock:1:1", f"sun:{workdir}/sock", "110"])
-    assert res.alerts[0]["peer"] == f"{workdir}/sock" and res.alerts[0]["family_name"] == "AF_UNIX"
+    # No socket at that path: ENOENT, as the kernel would answer, and no alert.
+    assert "errno=ENOENT" in _result_line(res.stdout) and not res.alerts
+    [missing] = res.of_type("net.connect")
+    assert (missing["peer"], missing["denied"]) == (f"{workdir}/sock", "ENOENT")
     name = "bubble-abstract"
     res = run_bubble([probe, "sys", "42", "sock:1:1", f"sunabs:{name}", str(3 + len(name))])
     assert res.alerts[0]["peer"] == "@" + name
@@ -370,6 +390,8 @@ def test_unix_connect_to_real_listener_denied(probe, workdir):
     try:
         res = run_bubble([probe, "sys", "42", "sock:1:1", f"sun:{path}", "110"])
         assert "errno=EPERM" in _result_line(res.stdout)
+        [alert] = res.alerts
+        assert (alert["syscall"], alert["peer"]) == ("connect", str(path))
         assert not _accepted(srv)
     finally:
         srv.close()
@@ -389,6 +411,14 @@ def test_bind_unix_path_is_an_fs_denial_when_only_net_allowed(probe, workdir):
     assert "errno=EPERM" in _result_line(res.stdout)
     assert res.alerts[0]["category"] == "fs" and res.alerts[0]["peer"] == f"{workdir}/bsock"
     assert not (workdir / "bsock").exists()
+
+
+def test_listen_denied_with_its_address(probe):
+    """listen on an unbound socket would bind it: denied, the alert names the socket."""
+    res = run_bubble([probe, "sys", "50", "sock:2:1", "1"])
+    assert "errno=EPERM" in _result_line(res.stdout) and "ALIVE" in res.stdout
+    [alert] = res.alerts
+    assert (alert["syscall"], alert["peer"], alert["port"]) == ("listen", "0.0.0.0", 0)
 
 
 def test_sendto_with_address_denied(probe):
@@ -469,6 +499,7 @@ def test_every_row_is_exercised():
             "socketpair",
             "connect",
             "bind",
+            "listen",
             "sendto",
             "sendmsg",
             "sendmmsg",

@@ -15,7 +15,7 @@ import signal
 from dataclasses import dataclass
 
 from bubble.policy import Policy
-from bubble.sandbox import _abi, landlock
+from bubble.sandbox import _abi, landlock, netns
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import prctl, unshare
 
@@ -39,6 +39,7 @@ class ChildPlan:
     landlock: tuple[int, int, int]  # (fs rights, net rights, scopes) to restrict
     stdio: tuple[int, int] | None  # replacement stdout/stderr (output limit), or None
     cgroup: bool  # the parent puts us in a cgroup that limits memory
+    netns: bool = False  # build the network wall (netns.plan said the kernel allows it)
 
 
 def _fail(err_w: int, code: int, message: str) -> None:
@@ -150,6 +151,9 @@ def main(plan: ChildPlan) -> None:
                 unshare(_abi.CLONE_NEWPID)
             else:
                 _user_namespace()
+        if plan.netns:
+            # Before the privilege drop: making the namespace needs root or a user namespace.
+            netns.enter(policy)
         if plan.uid is not None and plan.gid is not None:
             os.setgroups([])
             os.setgid(plan.gid)

@@ -15,7 +15,7 @@ from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox.decode import WRITE_INTENT
 from bubble.sandbox.procmem import status_kb
-from bubble.sandbox.syscalls import TTY_IOCTLS, UNIX_CONNECTED_TYPES, Syscall
+from bubble.sandbox.syscalls import TTY_IOCTLS, Syscall
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
 if TYPE_CHECKING:
@@ -84,7 +84,8 @@ def alert(
     return Decision(DENY, event, err)
 
 
-def _observe(kind: str, row: Syscall, nr: int, pid: int, ctx: dict[str, Any]) -> Decision:
+def observe(kind: str, row: Syscall, nr: int, pid: int, ctx: dict[str, Any]) -> Decision:
+    """Let the call run and log it as `kind` (observation only: DESIGN §2.4)."""
     return Decision(CONTINUE, _call(kind, row.name, nr, pid, row.category, ctx, decision="ALLOW"))
 
 
@@ -133,37 +134,6 @@ def decide_fs(
     return alert(row, nr, pid, ctx, category="fs")
 
 
-def decide_net(
-    row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy, args: tuple[int, ...]
-) -> Decision:
-    if policy.deny_net:
-        unix = args[0] & 0xFFFFFFFF == 1
-        if row.name == "socket" and unix and args[1] & 0xF in UNIX_CONNECTED_TYPES:
-            # Reached only through a high-bits domain like (1<<32)|AF_UNIX: the kernel sees
-            # AF_UNIX stream, which the policy allows. Decided on registers, not memory.
-            return Decision(
-                CONTINUE, _call(events.NET_SOCKET, row.name, nr, pid, "net", ctx, decision="ALLOW")
-            )
-        return alert(row, nr, pid, ctx)
-    # --deny-net=0: only here for --trace-net, or a bind under --deny-fs=1 (the allow side of
-    # that is backed by Landlock's MAKE_SOCK right, which does not depend on memory).
-    if (
-        row.name == "bind"
-        and policy.deny_fs
-        and ctx.get("family") == 1
-        and not str(ctx.get("peer", "@")).startswith(("@", "<"))
-    ):
-        return alert(row, nr, pid, ctx, category="fs")
-    kind = {
-        "socket": events.NET_SOCKET,
-        "connect": events.NET_CONNECT,
-        "bind": events.NET_BIND,
-    }.get(row.name, events.NET_SEND)
-    if "hex" in ctx and kind == events.NET_SEND:
-        kind = events.NET_PEEK
-    return _observe(kind, row, nr, pid, ctx)
-
-
 def decide(
     row: Syscall,
     nr: int,
@@ -174,12 +144,10 @@ def decide(
     how_flags: int | None = None,
 ) -> Decision:
     """The answer for one notification of a native call described by `row`, with registers
-    `args` and the fields decoded from them in `ctx`."""
+    `args` and the fields decoded from them in `ctx`. Network calls: `netpolicy`."""
     category = row.category
     if category == "fs":
         return decide_fs(row, nr, pid, ctx, policy, how_flags)
-    if category == "net":
-        return decide_net(row, nr, pid, ctx, policy, args)
     if category == "exec":
         argv = ctx.pop("argv", None)
         exe = ctx.get("path", "")

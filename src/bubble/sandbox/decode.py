@@ -77,6 +77,17 @@ def sock_type(value: int) -> str:
     return "|".join(names)
 
 
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def ip6_text(raw: bytes) -> str:
+    """An IPv6 address as text; an IPv4-mapped one (::ffff:a.b.c.d) as the IPv4 address it
+    reaches, so one destination reads the same whichever family the program used."""
+    if raw[:12] == _V4_MAPPED:
+        return inet_ntop(_abi.AF_INET, raw[12:16])
+    return inet_ntop(_abi.AF_INET6, raw)
+
+
 def sockaddr_fields(data: bytes, pid: int) -> dict[str, Any]:
     """peer/port/family/family_name from raw `struct sockaddr` bytes."""
     if len(data) < 2:
@@ -88,7 +99,7 @@ def sockaddr_fields(data: bytes, pid: int) -> dict[str, Any]:
         out["peer"] = inet_ntop(_abi.AF_INET, data[4:8])
     elif family == _abi.AF_INET6 and len(data) >= 24:
         out["port"] = struct.unpack_from(">H", data, 2)[0]
-        out["peer"] = inet_ntop(_abi.AF_INET6, data[8:24])
+        out["peer"] = ip6_text(data[8:24])
     elif family == _abi.AF_UNIX:
         name = data[2:]
         if not name:
@@ -106,6 +117,10 @@ def sockaddr_fields(data: bytes, pid: int) -> dict[str, Any]:
     return out
 
 
+MMSG_MAX = 1024  # UIO_MAXIOV: the most messages one sendmmsg sends
+_MSGHDR = struct.Struct("<QI4xQQ")  # msg_name, msg_namelen, msg_iov, msg_iovlen
+
+
 class Decoder:
     """Decodes a row's arguments into event fields. One per supervisor (reuses buffers)."""
 
@@ -121,21 +136,48 @@ class Decoder:
             return {"peer": unreadable(err)}
         return sockaddr_fields(data, pid)
 
-    def msghdr(self, pid: int, addr: int, peek: int) -> dict[str, Any]:
-        """Destination (msg_name) and, with `peek`, the first bytes of the first iovec."""
+    def messages(self, pid: int, addr: int, count: int, stride: int) -> list[tuple[int, ...]]:
+        """(msg_name, msg_namelen, msg_iov, msg_iovlen) of `count` message headers `stride`
+        bytes apart (56: struct msghdr; 64: struct mmsghdr), bounded by MMSG_MAX; as many as
+        are readable. OSError if none is."""
+        count = min(max(count, 1), MMSG_MAX)
+        raw = self.mem.read(pid, addr, count * stride)
+        return [_MSGHDR.unpack_from(raw, i) for i in range(0, len(raw) - 31, stride)]
+
+    def msghdr(self, pid: int, addr: int, peek: int, vlen: int = 1) -> dict[str, Any]:
+        """The first destination (msg_name) among the call's messages and, with `peek`, the
+        first bytes of the first iovec. sendmmsg (vlen > 1 possible) is read in full: any
+        of its messages may carry an address."""
         try:
-            raw = self.mem.read(pid, addr, 56)
-            name, namelen, iov, iovlen = struct.unpack_from("<QI4xQQ", raw)
-        except (OSError, struct.error) as err:
-            return {"peer": unreadable(err) if isinstance(err, OSError) else "<short msghdr>"}
-        out = self.sockaddr(pid, name, namelen) if name and namelen else {}
-        if peek and iov and iovlen:
-            try:
-                base, length = struct.unpack_from("<QQ", self.mem.read(pid, iov, 16))
-                out.update(self.payload(pid, base, length, peek))
-            except (OSError, struct.error):
-                out["bytes"] = 0
+            msgs = self.messages(pid, addr, vlen, 64 if vlen > 1 else 56)
+        except OSError as err:
+            return {"peer": unreadable(err)}
+        if not msgs:
+            return {"peer": "<short msghdr>"}
+        named = next(((name, size) for name, size, _iov, _n in msgs if name and size), None)
+        out = self.sockaddr(pid, *named) if named else {}
+        if peek:
+            out.update(self.iov_payload(pid, msgs[0][2], msgs[0][3], peek))
         return out
+
+    def iov_payload(self, pid: int, iov: int, iovlen: int, peek: int) -> dict[str, Any]:
+        """`bytes` and `hex` of the first iovec of a message."""
+        if not (iov and iovlen):
+            return {"bytes": 0}
+        try:
+            base, length = struct.unpack_from("<QQ", self.mem.read(pid, iov, 16))
+        except (OSError, struct.error):
+            return {"bytes": 0}
+        return self.payload(pid, base, length, peek)
+
+    def first_bytes(self, pid: int, msg: tuple[int, ...], limit: int) -> bytes:
+        """Up to `limit` bytes of the first iovec of a message header (b"" if unreadable)."""
+        _name, _size, iov, iovlen = msg
+        try:
+            base, length = struct.unpack_from("<QQ", self.mem.read(pid, iov, 16))
+            return self.mem.read(pid, base, min(length, limit)) if iovlen and length else b""
+        except (OSError, struct.error):
+            return b""
 
     def payload(self, pid: int, addr: int, length: int, peek: int) -> dict[str, Any]:
         try:
@@ -210,8 +252,10 @@ class Decoder:
                     out.update(self.payload(pid, value, args[i + 1], peek))
                 else:
                     out["bytes"] = args[i + 1]
-            elif role in ("msghdr", "mmsghdr"):
+            elif role == "msghdr":
                 out.update(self.msghdr(pid, value, peek))
+            elif role == "mmsghdr":
+                out.update(self.msghdr(pid, value, peek, max(s32(args[i + 1]), 1)))
             elif role == "argv":
                 out["argv"] = self.mem.argv(pid, value)
             elif role == "pid":

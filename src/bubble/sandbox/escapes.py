@@ -51,7 +51,7 @@ class Escape:
     flags: tuple[str, ...] = ()
     effect: str | None = None
     syscall: str | None = None  # the syscall the event must name
-    setup: str = ""  # files to create first: "f" (a file), "d" (a directory)
+    setup: str = ""  # files to create first: "f" (a file), "d" (a directory), "s" (a socket)
     listener: str | None = None  # "tcp", "udp", "tcp6": a loopback listener that must get nothing
 
 
@@ -169,7 +169,9 @@ ESCAPES: tuple[Escape, ...] = (
         effect="x",
         syscall="creat",
     ),
-    Escape("socket((1<<32)|AF_INET)", "done(sc(41, (1 << 32) | 2, 1, 0))", "net", syscall="socket"),
+    Escape(
+        "socket((1<<32)|AF_PACKET)", "done(sc(41, (1 << 32) | 17, 3, 0))", "net", syscall="socket"
+    ),
     Escape(
         "open_by_handle_at",
         "done(sc(304, -100, ctypes.create_string_buffer(128), 0))",
@@ -213,22 +215,53 @@ ESCAPES: tuple[Escape, ...] = (
         "TCP connect to a loopback listener",
         "try_net(socket.AF_INET, socket.SOCK_STREAM, '127.0.0.1')",
         "net",
-        syscall="socket",
+        syscall="connect",
         listener="tcp",
     ),
     Escape(
         "UDP to a loopback listener",
         "try_net(socket.AF_INET, socket.SOCK_DGRAM, '127.0.0.1')",
         "net",
-        syscall="socket",
+        syscall="sendto",
         listener="udp",
     ),
     Escape(
         "TCP over IPv6 to ::1",
         "try_net(socket.AF_INET6, socket.SOCK_STREAM, '::1')",
         "net",
-        syscall="socket",
+        syscall="connect",
         listener="tcp6",
+    ),
+    Escape(
+        "TCP to an IPv4-mapped IPv6 address",
+        "try_net(socket.AF_INET6, socket.SOCK_STREAM, '::ffff:127.0.0.1')",
+        "net",
+        syscall="connect",
+        listener="tcp",
+    ),
+    Escape(
+        "UDP sendmsg with an address",
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "try:\n    s.sendmsg([b'x'], [], 0, ('127.0.0.1', int(sys.argv[2]))); done('0')\n"
+        "except OSError as e:\n    done(errno.errorcode[e.errno])",
+        "net",
+        syscall="sendmsg",
+        listener="udp",
+    ),
+    Escape(
+        "UDP connect then send to a loopback listener",
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "try:\n    s.connect(('127.0.0.1', int(sys.argv[2]))); s.send(b'x'); done('0')\n"
+        "except OSError as e:\n    done(errno.errorcode[e.errno])",
+        "net",
+        syscall="connect",
+        listener="udp",
+    ),
+    Escape(
+        "listen on an unbound socket",
+        "s = socket.socket()\ndone(sc(50, s.fileno(), 1))",
+        "net",
+        syscall="listen",
     ),
     Escape(
         "AF_UNIX named connect",
@@ -237,6 +270,7 @@ ESCAPES: tuple[Escape, ...] = (
         "done(sc(42, s.fileno(), ctypes.c_char_p(a), len(a)))",
         "net",
         syscall="connect",
+        setup="s",
     ),
     Escape(
         "AF_UNIX abstract connect",

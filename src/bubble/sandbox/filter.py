@@ -75,12 +75,14 @@ def conditions(
     if kind == "addr":
         watched = policy.deny_net or tracing or (row.name == "bind" and policy.deny_fs)
         return [[]] if watched else []
+    if kind == "listen":
+        return [[]] if policy.deny_net else []
     if kind == "sendto":
-        if policy.deny_net or tracing:
-            return [[]] if policy.peek_tx else [[(4, scmp.CMP_NE, 0, 0)]]
-        return []
+        if policy.deny_net or policy.peek_tx:
+            return [[]]
+        return [[(4, scmp.CMP_NE, 0, 0)]] if tracing else []
     if kind == "msg":
-        return [[]] if tracing else []
+        return [[]] if policy.deny_net or tracing else []
     if kind == "ioctl":
         exact = [[_eq32(1, cmd)] for cmd in sorted(TTY_IOCTLS | {FS_IOC_SET_ENCRYPTION_POLICY})]
         # Filesystem ioctl families ('f', 'v', 'X'): those that pass data in (_IOW/_IOWR)

@@ -76,6 +76,9 @@ def _workdir(escape: Escape) -> Path:
         (work / "f").write_text("orig")
     if "d" in escape.setup:
         (work / "d").mkdir()
+    if "s" in escape.setup:  # a named socket that exists (nobody listens: the name is enough)
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(work / "sock"))
     os.chmod(work, 0o777)
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from bubble import events
 from bubble.policy import Policy
-from bubble.sandbox import _abi, child, keeper, landlock, tree
+from bubble.sandbox import _abi, child, keeper, landlock, netns, tree
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open, prctl
 from bubble.sandbox.limits import Monitor, OutputPump, which_limit
 from bubble.sandbox.supervisor import Supervisor
@@ -208,6 +208,8 @@ class Session:
         forced = os.environ.get("BUBBLE_TEST_LANDLOCK_ABI")
         abi = int(forced) if forced else landlock.abi_version()
         fs, net, scope, self.notes = landlock.plan(policy, abi)
+        wall, wall_notes = netns.plan(policy)
+        self.notes += wall_notes
         plan = child.ChildPlan(
             policy=policy,
             path=self.path,
@@ -224,6 +226,7 @@ class Session:
             landlock=(fs, net, scope),
             stdio=self.pump.child_fds() if self.pump else None,
             cgroup=bool(self.cgroups and "memory" in self.cgroups.dirs),
+            netns=wall,
         )
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())

@@ -23,6 +23,7 @@ from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
 from bubble.sandbox.decide import CONTINUE, DENY, INJECT, Decision, alert, decide
 from bubble.sandbox.decode import Decoder
+from bubble.sandbox.netpolicy import NetPolicy
 from bubble.sandbox.procmem import status_fields, status_kb
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
 
@@ -56,6 +57,7 @@ class Supervisor:
         self.policy = policy
         self.writer = writer
         self.decoder = Decoder()
+        self.net = NetPolicy(policy, self.decoder)
         self.exempt = exempt  # our own helper processes (pidns init): not the target's RSS
         self.max_rss_kb = 0
         self.max_vm_kb = 0  # peak address space, to tell whether --memory was reached
@@ -134,6 +136,8 @@ class Supervisor:
 
     def _native(self, row: Syscall, pid: int, nr: int, args: tuple[int, ...]) -> Decision:
         ctx = self.decoder.fields(row, pid, args, self.policy.peek_tx)
+        if row.category == "net":
+            return self.net.decide(row, nr, pid, ctx, args)
         how_flags = None
         if row.name == "openat2":
             how_flags, extra = self.decoder.open_how(pid, args[2])

@@ -29,8 +29,11 @@ Rules (what puts the call in the filter; see filter.py):
               with --trace-net every family but AF_UNIX
   socketpair  under --deny-net=1 AF_UNIX datagram pairs
   addr        notified under --deny-net=1 or --trace-net (bind also under --deny-fs=1)
-  sendto      notified when a destination address is given (or always with --peek-tx)
-  msg         notified with --trace-net (see EXCLUDED for --deny-net=1)
+  listen      notified under --deny-net=1 (listen on an unbound socket binds it)
+  sendto      under --deny-net=1 always (a send on a connected socket may be a DNS query);
+              with --trace-net when a destination address is given (or always with --peek-tx)
+  msg         notified under --deny-net=1 (msg_name may address anything, whatever socket
+              the target holds, inherited ones too) and with --trace-net
   sys         always notified and denied with EPERM
   enosys      always notified and answered ENOSYS (io_uring bypasses seccomp)
   signal:K    notified when register K names the supervisor (pid, -1 or its group)
@@ -153,6 +156,14 @@ TABLE: tuple[Syscall, ...] = (
         "fd sockaddr -",
         "addr",
         "an AF_UNIX path bind creates a file: under --deny-fs=1 it is an fs denial",
+    ),
+    _row(
+        "listen",
+        50,
+        "net",
+        "fd -",
+        "listen",
+        "an unbound socket is bound to an ephemeral port first",
     ),
     _row("sendto", 44, "net", "fd buf len - sockaddr -", "sendto"),
     _row("sendmsg", 46, "net", "fd msghdr -", "msg"),
@@ -302,7 +313,7 @@ TABLE: tuple[Syscall, ...] = (
 TTY_IOCTLS = frozenset({0x5412, 0x541C})  # TIOCSTI, TIOCLINUX
 # AF_UNIX socket types that cannot address a named socket: stream (1) and seqpacket (5).
 # Every other type (datagram, and raw, which AF_UNIX turns into datagram) is refused under
-# --deny-net=1, so sendmsg needs no look at msg_name.
+# --deny-net=1; an inherited one is caught at sendto/sendmsg/sendmmsg, which are notified.
 UNIX_CONNECTED_TYPES = (1, 5)
 FS_IOCTL_TYPES = (ord("f"), ord("v"), ord("X"))  # FS_IOC_*, EXT4_IOC_*, FS_IOC_FSSETXATTR
 FS_IOC_SET_ENCRYPTION_POLICY = 0x800C6613  # an _IOR that sets a policy
@@ -381,9 +392,12 @@ EXCLUDED: dict[str, str] = {
 
 # Sockets and messages under --deny-net=1, explained once for the docs.
 NET_NOTES = (
-    "Under --deny-net=1 only AF_UNIX stream and seqpacket sockets can exist: socket() and "
-    "socketpair() refuse every other type (datagram, and raw, which AF_UNIX makes a datagram "
-    "socket) in BPF, from registers. A name in sendmsg/sendmmsg is "
-    "ignored or refused by the kernel for such sockets, so those calls need no check that "
-    "would read target memory; connect, bind and sendto with an address are denied."
+    "Under --deny-net=1 the target runs in its own network namespace (the wall: nothing it "
+    "sends can leave). AF_INET/AF_INET6 stream and datagram sockets may be created there "
+    "(logged as net.socket); raw, packet, netlink, vsock and other families, and AF_UNIX "
+    "datagram sockets, are refused at socket() from registers. connect, bind, listen and "
+    "sendto/sendmsg/sendmmsg with an address are denied with the destination in the alert; "
+    "a UDP connect to port 53 goes through inside the wall so that the DNS query which "
+    "follows is seen and denied. Without network namespaces every socket but AF_UNIX "
+    "stream/seqpacket is refused at socket()."
 )

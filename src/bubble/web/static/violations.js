@@ -12,6 +12,18 @@ function peerText(ev) {
   return ev.port != null ? `${host}:${ev.port}` : host;
 }
 
+/** What a network alert says the program wanted, in one line: "connect 10.0.0.1:4444",
+ * "DNS example.com (A, AAAA)"; null for other alerts. Target data: shown with textContent. */
+export function intent(ev) {
+  if (ev.category !== "net") return null;
+  if (ev.dns_name) {
+    const types = String(ev.dns_type ?? "?").split(",").join(", ");
+    return `DNS ${ev.dns_name} (${types})`;
+  }
+  const peer = peerText(ev);
+  return peer ? `${ev.syscall ?? "?"} ${peer}` : null;
+}
+
 /** The context lines of a card: [label, value] pairs for the fields an event has. */
 function context(ev) {
   const out = [];
@@ -32,7 +44,7 @@ function context(ev) {
 
 function groupKey(ev) {
   return [ev.category, ev.syscall, ev.denied, ev.path, ev.path2, ev.flags, ev.peer, ev.port,
-    ev.family, ev.sock_type, ev.detail].join("\u0000");
+    ev.family, ev.sock_type, ev.detail, ev.dns_name, ev.dns_type].join("\u0000");
 }
 
 export class Violations {
@@ -87,6 +99,7 @@ export class Violations {
         el("span", { class: "v-sys" }, ev.syscall ?? "?"),
         el("span", { class: "v-errno" }, ev.denied ?? ev.reason ?? ""),
         group.countEl, group.timeEl),
+      intent(ev) && el("div", { class: "v-intent" }, intent(ev)),
       ctx);
   }
 

@@ -1,0 +1,274 @@
+"""Network decisions (DESIGN §2.3): the wall is a network namespace, seccomp is the eyes.
+
+Under `--deny-net=1` the target runs in its own network namespace (`netns.py`), so what a
+call may do once let through depends on where the *socket* lives, never on target memory:
+
+- `socket()`: AF_INET/AF_INET6 stream and datagram sockets are created when the caller is
+  inside the wall (logged as `net.socket`); every other family is denied, decided on
+  registers. Without the wall, every socket but AF_UNIX stream/seqpacket is denied.
+- `connect`, `bind`, `listen`, `sendto`/`sendmsg`/`sendmmsg` with an address: denied with an
+  alert naming the destination. Two exceptions, both answers that need no trust in memory:
+  a UDP connect to port 53 of a socket *inside the wall* goes through (nothing can leave;
+  the query that follows is what we want to see), and an AF_UNIX connect to a path that does
+  not exist is answered ENOENT, as the kernel would, with an informational `net.connect`.
+- A send without an address goes where the socket is connected. On a socket inside the
+  wall that can only be the DNS server of a UDP connect we let through: denied, with the
+  query decoded. On an AF_UNIX stream/seqpacket socket the kernel ignores msg_name, so it
+  goes through without an event. On anything else (a socket inherited from outside the
+  wall, an AF_UNIX datagram socket) a sendmsg/sendmmsg is denied: its msg_name could be
+  written after our check.
+
+Which socket an fd is, is asked of the kernel on a copy of the descriptor (pidfd_getfd), and
+whether it is inside the wall of the socket's own namespace (SIOCGSKNS), not the caller's:
+a socket keeps the namespace it was made in (KERNEL-NOTES fact 15).
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import fcntl
+import os
+
+from bubble import events
+from bubble.policy import Policy
+from bubble.sandbox import _abi, dnsquery, netns
+from bubble.sandbox._libc import pidfd_getfd, pidfd_open
+from bubble.sandbox.decide import CONTINUE, DENY, Decision, alert, observe
+from bubble.sandbox.decode import Decoder, family_name, s32
+from bubble.sandbox.procmem import status_kb
+from bubble.sandbox.syscalls import UNIX_CONNECTED_TYPES, Syscall
+
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from typing import Any
+
+SIOCGSKNS = 0x894C  # a socket's network namespace, as a new fd
+SOCK_STREAM, SOCK_DGRAM = 1, 2
+INET = (_abi.AF_INET, _abi.AF_INET6)
+DNS_PORT = 53
+DNS_MESSAGES = 8  # messages of one sendmmsg searched for DNS queries (glibc sends two)
+_SENDS = frozenset({"sendto", "sendmsg", "sendmmsg"})
+
+
+class SockInfo:
+    """What the kernel says about one of the target's sockets."""
+
+    __slots__ = ("family", "peer", "port", "type", "walled")
+
+    def __init__(self, family: int, kind: int, walled: bool) -> None:
+        self.family, self.type, self.walled = family, kind, walled
+        self.peer: str | None = None
+        self.port: int | None = None
+
+
+def _address(sock: Any, method: str) -> tuple[str | None, int | None]:
+    try:
+        addr = getattr(sock, method)()
+    except OSError:
+        return None, None
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]  # IPv4-mapped: shown as the IPv4 address (see decode.ip6_text)
+        return host, int(addr[1])
+    return (str(addr) or None), None
+
+
+def sock_info(pid: int, fd: int, local: bool = False) -> SockInfo | None:
+    """Family, type, wall and peer (or, with `local`, own) address of socket `fd` of `pid`;
+    None when `fd` is no socket or we may not look (then callers decide without it)."""
+    try:
+        pidfd = pidfd_open(status_kb(pid, "Tgid") or pid)  # notifications carry thread ids
+        try:
+            copy = pidfd_getfd(pidfd, fd)
+        finally:
+            os.close(pidfd)
+    except OSError:
+        return None
+    try:
+        sock = _socket.socket(fileno=copy)
+    except OSError:
+        os.close(copy)
+        return None
+    try:
+        info = SockInfo(sock.family, sock.type & 0xF, _socket_walled(copy))
+        info.peer, info.port = _address(sock, "getsockname" if local else "getpeername")
+        return info
+    finally:
+        sock.close()
+
+
+def _socket_walled(fd: int) -> bool:
+    """True if socket `fd` belongs to another network namespace than ours."""
+    try:
+        ns = fcntl.ioctl(fd, SIOCGSKNS)
+    except OSError:
+        return False  # not allowed to look (a host socket, as non-root): not inside the wall
+    try:
+        return os.fstat(ns).st_ino != os.stat("/proc/self/ns/net").st_ino
+    finally:
+        os.close(ns)
+
+
+class NetPolicy:
+    """Decides the network calls of one run."""
+
+    def __init__(self, policy: Policy, decoder: Decoder) -> None:
+        self.policy = policy
+        self.decoder = decoder
+        self.fallback_said = False
+
+    def decide(
+        self, row: Syscall, nr: int, pid: int, ctx: dict[str, Any], args: tuple[int, ...]
+    ) -> Decision:
+        if not self.policy.deny_net:
+            return _traced(row, nr, pid, ctx, self.policy)
+        name = row.name
+        if name == "socket":
+            return self._socket(row, nr, pid, ctx, args)
+        if name == "connect":
+            return self._connect(row, nr, pid, ctx, args)
+        if name == "listen":
+            info = sock_info(pid, s32(args[0]), local=True)
+            if info is not None:
+                ctx.update(_family(info.family))
+                ctx.update(_clean({"peer": info.peer, "port": info.port}))
+            return alert(row, nr, pid, ctx)
+        if name in _SENDS:
+            return self._send(row, nr, pid, ctx, args)
+        return alert(row, nr, pid, ctx)  # bind, socketpair
+
+    def _socket(
+        self, row: Syscall, nr: int, pid: int, ctx: dict[str, Any], args: tuple[int, ...]
+    ) -> Decision:
+        family, kind = args[0] & 0xFFFFFFFF, args[1] & 0xF
+        if family == _abi.AF_UNIX and kind in UNIX_CONNECTED_TYPES:
+            # Reached only through a high-bits domain like (1<<32)|AF_UNIX: the kernel sees
+            # AF_UNIX stream, which the policy allows. Decided on registers, not memory.
+            return observe(events.NET_SOCKET, row, nr, pid, ctx)
+        if family in INET and kind in (SOCK_STREAM, SOCK_DGRAM):
+            if netns.walled(pid):
+                return observe(events.NET_SOCKET, row, nr, pid, ctx)
+            if not self.fallback_said:
+                self.fallback_said = True
+                why = "the target is not in its own network namespace"
+                ctx["detail"] = netns.fallback_note(why)
+        return alert(row, nr, pid, ctx)
+
+    def _connect(
+        self, row: Syscall, nr: int, pid: int, ctx: dict[str, Any], args: tuple[int, ...]
+    ) -> Decision:
+        family, peer = ctx.get("family"), str(ctx.get("peer", "<"))
+        if family == _abi.AF_UNIX and peer.startswith("/") and _missing(pid, peer):
+            # What the kernel would answer: name-service lookups (nscd) are not escapes.
+            event = events.Call(
+                type=events.NET_CONNECT,
+                pid=pid,
+                category="net",
+                syscall=row.name,
+                syscall_no=nr,
+                denied="ENOENT",
+                detail="no socket at this path: answered ENOENT as the kernel would",
+                **ctx,
+            )
+            return Decision(DENY, event, errno.ENOENT)
+        if family in INET and ctx.get("port") == DNS_PORT:
+            info = sock_info(pid, s32(args[0]))
+            if info is not None and info.walled and info.type == SOCK_DGRAM:
+                ctx["detail"] = "DNS: UDP connect let through inside the network wall"
+                return observe(events.NET_CONNECT, row, nr, pid, ctx)
+        return alert(row, nr, pid, ctx)
+
+    def _send(
+        self, row: Syscall, nr: int, pid: int, ctx: dict[str, Any], args: tuple[int, ...]
+    ) -> Decision:
+        if "peer" in ctx:  # an address, or one we could not read: denied either way
+            ctx.update(dnsquery.fields(self._payloads(row, pid, args)))
+            return alert(row, nr, pid, ctx)
+        fd = s32(args[0])
+        info = sock_info(pid, fd)
+        if info is None:
+            # No socket (the kernel answers ENOTSOCK or EBADF), or one we may not inspect
+            # (a non-dumpable target, a non-root supervisor). sendto's NULL address is a
+            # register: nothing to rewrite after the check. msg_name is in memory.
+            if row.name == "sendto" or not _is_socket(pid, fd):
+                return Decision(CONTINUE, None)
+            ctx["detail"] = "socket not inspectable: msg_name could change after the check"
+            return alert(row, nr, pid, ctx)
+        if info.family == _abi.AF_UNIX and (
+            info.type in UNIX_CONNECTED_TYPES or row.name == "sendto"
+        ):
+            # The peer is fixed: the kernel ignores msg_name on connected AF_UNIX stream and
+            # seqpacket sockets, and sendto's NULL address came from a register.
+            return Decision(CONTINUE, None)
+        ctx.update(_family(info.family))
+        ctx.update(_clean({"peer": info.peer, "port": info.port}))
+        ctx.update(dnsquery.fields(self._payloads(row, pid, args)))
+        if info.family == _abi.AF_UNIX:
+            ctx["detail"] = "datagram socket: msg_name could change after the check"
+        elif not info.walled:
+            ctx["detail"] = "socket from outside the network wall"
+        return alert(row, nr, pid, ctx)
+
+    def _payloads(self, row: Syscall, pid: int, args: tuple[int, ...]) -> list[bytes]:
+        """The first bytes of each message the call sends (bounded), for DNS decoding."""
+        limit, dec = dnsquery.MAX_QUERY, self.decoder
+        if row.name == "sendto":
+            try:
+                return [dec.mem.read(pid, args[1], min(args[2], limit))] if args[2] else []
+            except OSError:
+                return []
+        count = min(max(s32(args[2]), 1), DNS_MESSAGES) if row.name == "sendmmsg" else 1
+        try:
+            msgs = dec.messages(pid, args[1], count, 64 if row.name == "sendmmsg" else 56)
+        except OSError:
+            return []
+        return [dec.first_bytes(pid, msg, limit) for msg in msgs]
+
+
+def _is_socket(pid: int, fd: int) -> bool:
+    """True if fd `fd` of `pid` is a socket, or we cannot tell."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    except OSError:
+        return True
+
+
+def _family(family: int) -> dict[str, Any]:
+    return {"family": family, "family_name": family_name(family)}
+
+
+def _clean(ctx: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in ctx.items() if v is not None}
+
+
+def _missing(pid: int, path: str) -> bool:
+    """True if `path` does not exist as the target sees it (its root, not ours)."""
+    try:
+        os.stat(f"/proc/{pid}/root{path}")
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False  # exists but not ours to look at: treated as present
+    return False
+
+
+def _traced(row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy) -> Decision:
+    """--deny-net=0: here for --trace-net, or a bind under --deny-fs=1 (the allow side of
+    that is backed by Landlock's MAKE_SOCK right, which does not depend on memory)."""
+    if (
+        row.name == "bind"
+        and policy.deny_fs
+        and ctx.get("family") == 1
+        and not str(ctx.get("peer", "@")).startswith(("@", "<"))
+    ):
+        return alert(row, nr, pid, ctx, category="fs")
+    kind = {
+        "socket": events.NET_SOCKET,
+        "connect": events.NET_CONNECT,
+        "bind": events.NET_BIND,
+    }.get(row.name, events.NET_SEND)
+    if "hex" in ctx and kind == events.NET_SEND:
+        kind = events.NET_PEEK
+    return observe(kind, row, nr, pid, ctx)
