@@ -24,6 +24,7 @@ sys.exit(
             ready_fd=args.ready_fd,
             captures=args.captures,
             terminate_tls=not args.no_tls,
+            routes=True,
             limits=Limits(idle=args.idle, lifetime=args.lifetime, connections=args.connections),
         )
     )

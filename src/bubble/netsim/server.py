@@ -1,13 +1,13 @@
 """The simulated internet's process. It runs inside the target's network namespace (joined
 before it starts, or born there in tests), never under the target's filter:
 
-1. make every address local (`lo` up, `local 0.0.0.0/0` and `local ::/0`: idempotent, the
-   wall sets the same) and send every TCP/UDP port but 53 to one socket with a TPROXY rule
-   (nftables), so one listener sees every destination with the address and port dialled;
+1. (standalone only: make every address local, as the wall does) send every TCP/UDP port
+   but 53 to one socket with a TPROXY rule (`divert`), so one listener sees every
+   destination with the address and port dialled;
 2. bind the DNS server (UDP and TCP 53) and the sinkhole, report `ready`;
 3. serve until SIGTERM (the run ended), then record what is still open and exit.
 
-Without `nft` the sinkhole listens on a list of common ports only, and says so.
+Without libnftables the sinkhole listens on a list of common ports only, and says so.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import asyncio
 import contextlib
 import functools
 import os
-import shutil
 import signal
 import socket
-import subprocess
 from dataclasses import dataclass, field
 
 from bubble.netsim.accept import Acceptor
+from bubble.netsim.divert import SINK_PORT, divert_every_port, route_everything_to_lo
 from bubble.netsim.names import Names
 from bubble.netsim.record import Limits, Recorder
 from bubble.netsim.sinkhole import DEFAULT_BODY, Connection, DnsOverTcp, Shared
@@ -36,29 +35,9 @@ from bubble.netsim.udp import (
     dual_stack,
 )
 
-SINK_PORT = 1  # where the TPROXY rule delivers; a target dialling port 1 lands there anyway
 IP_TRANSPARENT = 19
 IPV6_TRANSPARENT = 75
 FALLBACK_PORTS = (21, 22, 23, 25, 80, 443, 1337, 4444, 6667, 8080, 8443, 31337)
-ROUTES = (
-    "link set lo up\n"
-    "route replace local 0.0.0.0/0 dev lo table local\n"
-    "route replace local ::/0 dev lo table local\n"
-)
-# Port 53 is the DNS server's own; its UDP replies (source port 53) to a client's unconnected
-# socket must reach that socket, not the sink (TCP replies find their established socket).
-# One rule each: nft 1.0.6 folds `th dport != 53 th sport != 53` into one 32-bit compare
-# that diverts unless *both* ports are 53.
-NFT_RULES = f"""
-table inet bubble_netsim {{
-  chain divert {{
-    type filter hook prerouting priority mangle; policy accept;
-    meta l4proto {{ tcp, udp }} th dport 53 accept
-    meta l4proto {{ tcp, udp }} th sport 53 accept
-    meta l4proto {{ tcp, udp }} tproxy to :{SINK_PORT}
-  }}
-}}
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,30 +48,11 @@ class Config:
     body: bytes = DEFAULT_BODY
     terminate_tls: bool = True
     limits: Limits = field(default_factory=Limits)
+    routes: bool = False  # make every address local first (when no wall did it)
 
 
 class SetupError(Exception):
     pass
-
-
-def _run(argv: list[str], stdin: str) -> str | None:
-    """Run a configuration tool; its complaint, or None on success."""
-    try:
-        done = subprocess.run(argv, input=stdin.encode(), capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return str(err)
-    return None if done.returncode == 0 else done.stderr.decode(errors="replace").strip()
-
-
-def divert_every_port() -> str | None:
-    """Routes and the TPROXY rule; None, or why every port cannot be covered."""
-    ip = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
-    if ip is None or (problem := _run([ip, "-batch", "-"], ROUTES)):
-        raise SetupError(f"cannot route every address to lo: {(ip and problem) or 'no ip'}")
-    nft = shutil.which("nft", path="/usr/sbin:/sbin:/usr/bin:/bin")
-    if nft is None:
-        return "nft (package nftables) not found"
-    return _run([nft, "-f", "-"], NFT_RULES)
 
 
 Sockets = tuple[socket.socket, socket.socket, list[socket.socket], socket.socket | None]
@@ -120,6 +80,8 @@ async def _serve(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     names = Names()
     recorder = Recorder(cfg.records_fd, names, cfg.captures, cfg.limits)
+    if cfg.routes and (why := route_everything_to_lo()):
+        raise SetupError(f"cannot route every address to lo: {why}")
     problem = divert_every_port()
     if problem:
         ports = ", ".join(map(str, FALLBACK_PORTS))
