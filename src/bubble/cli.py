@@ -14,7 +14,8 @@ from bubble.policy import FLAGS, Policy, convert
 
 USAGE = """\
 usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--diagnose]
-                  [--trace-net] [--peek-tx=N] [--timeout S] [--memory SIZE] [--cpu S]
+                  [--trace-net] [--peek-tx=N] [--net-sim [--captures DIR]]
+                  [--timeout S] [--memory SIZE] [--cpu S]
                   [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root]
                   [--events PATH|- | --events-fd N] -- PROG [ARGS...]
        bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token T]
@@ -22,16 +23,25 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
 """
 
 _VALUE_KINDS = ("int", "seconds", "size", "str")
+_OUTPUTS = ("--events", "--events-fd", "--captures")  # where things go: not policy
 
 
 class RunArgs:
     """The parsed `bubble run` command line."""
 
-    def __init__(self, policy: Policy, argv: list[str], events: str | None, events_fd: int | None):
+    def __init__(
+        self,
+        policy: Policy,
+        argv: list[str],
+        events: str | None,
+        events_fd: int | None,
+        captures: str | None = None,
+    ):
         self.policy = policy
         self.argv = argv
         self.events = events
         self.events_fd = events_fd
+        self.captures = captures
 
 
 def parse_run(args: list[str]) -> RunArgs:
@@ -39,6 +49,7 @@ def parse_run(args: list[str]) -> RunArgs:
     values: dict[str, object] = {}
     events: str | None = None
     events_fd: int | None = None
+    captures: str | None = None
     i = 0
     while i < len(args):
         arg = args[i]
@@ -50,7 +61,7 @@ def parse_run(args: list[str]) -> RunArgs:
         flag, eq, text = arg.partition("=")
         if flag in ("-h", "--help"):
             raise UsageError("help requested", USAGE.rstrip())
-        if flag in ("--events", "--events-fd") or FLAGS.get(flag, ("", ""))[1] in _VALUE_KINDS:
+        if flag in _OUTPUTS or FLAGS.get(flag, ("", ""))[1] in _VALUE_KINDS:
             if not eq:
                 if i + 1 >= len(args):
                     raise UsageError(f"{flag} needs a value", f"write {flag}=VALUE")
@@ -60,6 +71,8 @@ def parse_run(args: list[str]) -> RunArgs:
                 events = text
             elif flag == "--events-fd":
                 events_fd = convert(flag, "int", text)
+            elif flag == "--captures":
+                captures = text
             else:
                 name, kind = FLAGS[flag]
                 values[name] = convert(flag, kind, text)
@@ -81,14 +94,23 @@ def parse_run(args: list[str]) -> RunArgs:
         raise UsageError("--events and --events-fd both given", "choose one place for events")
     if events_fd is not None and events_fd < 0:
         raise UsageError(f"--events-fd {events_fd} is not a descriptor", "give a number >= 0")
-    return RunArgs(Policy(**values), argv, events, events_fd)  # type: ignore[arg-type]
+    policy = Policy(**values)  # type: ignore[arg-type]
+    if captures is not None and not policy.net_sim:
+        raise UsageError("--captures keeps what --net-sim captures", "add --net-sim")
+    return RunArgs(policy, argv, events, events_fd, captures)
 
 
 def _run(args: list[str]) -> int:
     parsed = parse_run(args)
     from bubble.sandbox.launcher import launch
 
-    status = launch(parsed.policy, parsed.argv, events=parsed.events, events_fd=parsed.events_fd)
+    status = launch(
+        parsed.policy,
+        parsed.argv,
+        events=parsed.events,
+        events_fd=parsed.events_fd,
+        captures=parsed.captures,
+    )
     # Everything is written and the tree is gone: skip the interpreter's teardown (~10 ms of
     # every run's wall time, measured in docs/benchmarks.md).
     sys.stdout.flush()

@@ -66,12 +66,34 @@ def _open_events(events_path: str | None, events_fd: int | None) -> int:
         ) from None
 
 
+def _captures_dir(path: str | None) -> str | None:
+    """The folder for --net-sim payloads, created 0700 if missing (only we write there)."""
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--captures {path}: {err.strerror}", "give a writable folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--captures {path}: not writable", "give a writable folder")
+    return os.path.abspath(path)
+
+
 def launch(
-    policy: Policy, argv: list[str], events: str | None = None, events_fd: int | None = None
+    policy: Policy,
+    argv: list[str],
+    events: str | None = None,
+    events_fd: int | None = None,
+    captures: str | None = None,
 ) -> int:
     """Run `argv` under `policy`; returns the exit status DESIGN §3 defines."""
     from bubble.sandbox.session import Session
 
     return Session(
-        policy, argv, _open_events(events, events_fd), resolve_program(argv[0]), target_user(policy)
+        policy,
+        argv,
+        _open_events(events, events_fd),
+        resolve_program(argv[0]),
+        target_user(policy),
+        _captures_dir(captures),
     ).run()

@@ -27,6 +27,8 @@ TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this blo
 if TYPE_CHECKING:
     from typing import Any
 
+    from bubble.sandbox.simnet import SimulatedInternet
+
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 KILL_RETRY = 0.2  # seconds between kill rounds once the tree must end
 
@@ -51,6 +53,7 @@ class Session:
         events_fd: int,
         path: str,
         user: tuple[int | None, int | None, str | None],
+        captures: str | None = None,
     ) -> None:
         self.policy = policy
         self.argv = argv
@@ -72,6 +75,9 @@ class Session:
         self.monitor = Monitor(policy)
         self.pump = OutputPump(policy.max_output) if policy.max_output else None
         self.notes: list[str] = []
+        self.wall = False
+        self.sim: SimulatedInternet | None = None
+        self.captures = captures  # where --net-sim keeps payloads (None: not kept)
 
     # -- callbacks from the supervisor loop -------------------------------------------------
     def next_due(self) -> float | None:
@@ -103,7 +109,10 @@ class Session:
     def kill_all(self) -> None:
         """SIGKILL the whole tree; again every KILL_RETRY seconds until the run ends."""
         # The child's pid doubles as its process group; once reaped, the number may be reused.
-        tree.kill_tree(os.getpid(), None if self.reaped else self.child_pid, spare=self.keeper_pid)
+        # The simulated internet is spared: it is stopped after the tree, so that what the
+        # target left open is still recorded.
+        spare = (self.keeper_pid, self.sim.pid) if self.sim else (self.keeper_pid,)
+        tree.kill_tree(os.getpid(), None if self.reaped else self.child_pid, spare=spare)
         self.retry_kill_at = time.monotonic() + KILL_RETRY
 
     def end_by_limit(self, limit: str, why: str) -> None:
@@ -172,6 +181,8 @@ class Session:
                 return
             if pid == self.keeper_pid:
                 self._reaped_keeper(status, rusage)
+            elif self.sim is not None and pid == self.sim.pid:
+                self.sim.reaped = True  # died early: its pid may be reused
 
     def _reaped_keeper(self, status: int, rusage: Any) -> None:
         self.keeper_rusage = rusage  # includes the target's (the keeper reaped it)
@@ -210,6 +221,7 @@ class Session:
         fs, net, scope, self.notes = landlock.plan(policy, abi)
         wall, wall_notes = netns.plan(policy)
         self.notes += wall_notes
+        self.wall = wall
         plan = child.ChildPlan(
             policy=policy,
             path=self.path,
@@ -229,6 +241,10 @@ class Session:
             netns=wall,
         )
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        if policy.net_sim and wall:
+            from bubble.sandbox.simnet import SimulatedInternet
+
+            self.sim = SimulatedInternet.fork(self.captures, self.writer)
         ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())
         started = time.monotonic()
         self.keeper_pid = keeper.start(plan, report_w, ours)
@@ -268,6 +284,8 @@ class Session:
         fds = [self.writer.fd] if self.writer.fd > 2 else []
         if self.pump:
             fds += list(self.pump.sinks)
+        if self.sim:
+            fds += list(self.sim.fds())
         return tuple(fds)
 
     def _supervise(
@@ -276,6 +294,8 @@ class Session:
         policy, writer = self.policy, self.writer
         ready = _read_line(ready_r).split(" ", 2)
         if len(ready) < 3:
+            if self.sim is not None:
+                self.sim.stop()  # never joined: it ends without a record
             self.on_child_message(err_r)
             self.reap(block=True)
             self._drain_keeper(report_r)
@@ -326,6 +346,8 @@ class Session:
         }
         for fd in self.pump.sinks if self.pump else ():
             watch[fd] = functools.partial(self.on_output, fd)
+        if policy.net_sim:
+            self._start_simulated_internet(watch)
         os.write(go_w, b"G")
         try:
             sup.serve(watch, self.next_due, self.on_timeout)
@@ -334,11 +356,24 @@ class Session:
             self.kill_all()
         finally:
             os.close(listener)
+        if self.sim is not None:
+            self.sim.stop()  # the target's tree is gone: what it left open is recorded now
         self.reap(block=True)
         self.on_child_message_nonblocking(err_r)
         self._drain_keeper(report_r)
         self._drain_output()
         return self._finish(started, sup)
+
+    def _start_simulated_internet(self, watch: dict[int, Callable[[], bool]]) -> None:
+        """--net-sim: the DNS server and the sinkhole join the wall, before "go"."""
+        why = self.sim.join(self.child_pid) if self.sim else "there is no network wall for it"
+        if why is not None:
+            self.sim = None
+            message = f"--net-sim is off: {why}; the network is denied as without it"
+            self.writer.emit(events.Msg(action="degraded", message=message))
+            return
+        assert self.sim is not None
+        watch[self.sim.fd] = self.sim.on_records
 
     def _drain_output(self) -> None:
         """Every process is gone: what is left in the output pipes ends in EOF."""

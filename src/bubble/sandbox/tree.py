@@ -38,10 +38,10 @@ def descendants(root: int) -> list[int]:
 
 
 def kill_tree(
-    root: int, pgid: int | None = None, spare: int | None = None, rounds: int = 200
+    root: int, pgid: int | None = None, spare: tuple[int, ...] = (), rounds: int = 200
 ) -> int:
     """SIGKILL every descendant of `root` (and process group `pgid`) until none is left;
-    `spare` (our keeper) is left alive, its descendants are not.
+    `spare` (our keeper, the simulated internet) are left alive, their descendants are not.
 
     Returns how many signals were sent. Repeats because a fork bomb keeps forking while we
     scan; SIGKILL'd processes cannot fork, so each round shrinks what is left.
@@ -54,7 +54,7 @@ def kill_tree(
                 sent += 1
             except OSError:
                 pass  # group already empty
-        alive = [p for p in descendants(root) if p != spare and not _is_zombie(p)]
+        alive = [p for p in descendants(root) if p not in spare and not _is_zombie(p)]
         if not alive:
             return sent
         for pid in alive:
