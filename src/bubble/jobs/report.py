@@ -34,7 +34,8 @@ def policy_view(policy: dict[str, Any]) -> dict[str, Any]:
         "permissions": {
             "fs_read": True,
             "fs_write": not policy.get("deny_fs", True),
-            "network": not policy.get("deny_net", True),
+            # true: host network; "sim": the simulated internet inside the wall; false: denied
+            "network": "sim" if policy.get("net_sim") else not policy.get("deny_net", True),
         },
         "notify_exec": bool(policy.get("notify_exec")),
         "pidns": bool(policy.get("pidns")),

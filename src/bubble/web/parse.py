@@ -112,10 +112,17 @@ def _policy(body: Mapping[str, Any]) -> Policy:
     peek = body.get("peek_tx", 0)
     if isinstance(peek, bool) or not isinstance(peek, int):
         raise BadRequest("peek_tx must be a whole number of bytes", '"peek_tx": 64')
+    network = perms.get("network", False)
+    if network not in (True, False, "sim"):
+        raise BadRequest(
+            'network must be true, false or "sim"',
+            '"sim": a simulated internet inside the wall (DNS answers, a sinkhole records)',
+        )
     try:
         return Policy(
             deny_fs=not _bool(perms, "fs_write", False),
-            deny_net=not _bool(perms, "network", False),
+            deny_net=network is not True,
+            net_sim=network == "sim",
             notify_exec=_bool(body, "notify_exec", True),  # the seed's UI default
             pidns=_bool(body, "pidns", False),
             diagnose=_bool(body, "diagnose", False),

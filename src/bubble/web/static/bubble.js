@@ -15,10 +15,16 @@ function showError(err) {
   if (err instanceof ApiError && err.hint) box.append(el("span", { class: "muted" }, ` — ${err.hint}`));
 }
 
+/** `network`: true (host network), "sim" (the simulated internet inside the wall) or false. */
+function networkChoice() {
+  if ($("p-net").checked) return true;
+  return $("p-netsim").checked ? "sim" : false;
+}
+
 /** The policy part of a run request, from the toggles (the seed's body shape). */
 function policyBody() {
   const body = {
-    permissions: { fs_write: $("p-fswrite").checked, network: $("p-net").checked },
+    permissions: { fs_write: $("p-fswrite").checked, network: networkChoice() },
     notify_exec: $("p-exec").checked,
     pidns: $("p-pidns").checked,
     diagnose: $("p-diag").checked,
@@ -32,7 +38,8 @@ function policyBody() {
 function fillForm(rec) {
   const p = rec.policy || {};
   $("p-fswrite").checked = !!p.permissions?.fs_write;
-  $("p-net").checked = !!p.permissions?.network;
+  $("p-net").checked = p.permissions?.network === true;
+  $("p-netsim").checked = p.permissions?.network === "sim";
   $("p-exec").checked = !!p.notify_exec;
   $("p-pidns").checked = !!p.pidns;
   $("p-diag").checked = !!p.diagnose;
@@ -55,6 +62,10 @@ async function start(body) {
     buttons.forEach((b) => { b.disabled = false; });
   }
 }
+
+// Host network and the simulated one exclude each other.
+$("p-net").addEventListener("change", () => { if ($("p-net").checked) $("p-netsim").checked = false; });
+$("p-netsim").addEventListener("change", () => { if ($("p-netsim").checked) $("p-net").checked = false; });
 
 $("run-form").addEventListener("submit", (e) => {
   e.preventDefault();

@@ -3,6 +3,7 @@
 // blocks the page: parsing is spread over frames and only capped DOM work is done.
 import { $, atBottom, fmtBytes } from "./dom.js";
 import { EventList } from "./eventlist.js";
+import { NetworkPanel } from "./network.js";
 import { renderSummary } from "./summary.js";
 import { Violations } from "./violations.js";
 
@@ -14,6 +15,7 @@ export class RunView {
     this.onEnd = onEnd;
     this.violations = new Violations($("vio-list"), $("vio-empty"), $("vio-more"), $("vio-counts"));
     this.events = new EventList($("ev-list"), $("ev-hidden"), $("ev-count"), $("chips"), $("ev-filter"));
+    this.network = new NetworkPanel($("network"));
     this.out = { stdout: $("stdout"), stderr: $("stderr") };
     this.sources = [];
     this.runId = null;
@@ -55,6 +57,7 @@ export class RunView {
     document.body.dataset.runState = "live";
     this.violations.reset();
     this.events.reset();
+    this.network.reset(id);
     for (const pre of Object.values(this.out)) pre.textContent = "";
     $("stderr-size").textContent = "";
     $("out-note").hidden = true;
@@ -112,6 +115,7 @@ export class RunView {
     if (this.head >= q.length) { this.queue = []; this.head = 0; }
     this.violations.flush();
     this.events.flush();
+    this.network.flush();
     if (this.outDirty) this.flushOutput();
     if (this.queue.length || this.events.behind) this.schedule();
     else if (this.ended) this.finish();
@@ -122,6 +126,7 @@ export class RunView {
     try { ev = JSON.parse(raw); } catch { return; }
     this.events.add(raw, ev);
     if (ev.type === "policy.alert") this.violations.add(ev);
+    else if (ev.type.startsWith("net.")) this.network.add(ev);
   }
 
   flushOutput() {
