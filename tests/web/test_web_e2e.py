@@ -289,3 +289,24 @@ def test_a_program_that_cannot_start_fails_with_the_launchers_reason(
     killed = wait_done(served.url, post_run(served.url, cmd="sh -c 'kill -9 $$'"))
     assert killed["status"] == "completed" and killed["signal"] == 9
     assert killed["exit_code"] is None and killed["launcher_status"] == 137
+
+
+def test_simulated_internet_records_and_keeps_the_payload(
+    served: ServeProcess, listener: tuple[int, list[bytes]]
+) -> None:
+    """`permissions.network: "sim"`: the connection reaches the sinkhole inside the wall, not
+    the host's listener, and its payload is a run artifact named by its net.capture."""
+    port, received = listener
+    run_id = post_run(
+        served.url, cmd=["python3", "-c", PROBE, str(port)], permissions={"network": "sim"}
+    )
+    rec = wait_done(served.url, run_id)
+    assert rec["policy"]["permissions"]["network"] == "sim"
+    assert "connect: allowed" in artifact(served.url, rec, "stdout").decode()
+    [cap] = [e for e in all_events(served.url, run_id) if e["type"] == "net.capture"]
+    assert (cap["peer"], cap["port"], cap["text"]) == ("127.0.0.1", port, "ping")
+    assert artifact(served.url, rec, "capture") == b"ping"
+    [art] = [a for a in rec["artifacts"] if a["kind"] == "capture"]
+    assert art["id"] == cap["artifact"] and art["sha256"] == cap["sha256"]
+    time.sleep(0.5)
+    assert received == [], "the host's listener got the connection"
