@@ -12,8 +12,6 @@ a non-zero uid clears them), and it is faster than the binary (measured 5-22 ms 
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 
 SINK_PORT = 1  # where the rule delivers; a target dialling port 1 lands there anyway
 # Port 53 is the DNS server's own; its UDP replies (source port 53) to a client's unconnected
@@ -40,6 +38,9 @@ ROUTES = (
 
 def route_everything_to_lo() -> str | None:
     """`ip -batch` ROUTES; None, or what went wrong."""
+    import shutil
+    import subprocess
+
     ip = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
     if ip is None:
         return "ip (package iproute2) not found"

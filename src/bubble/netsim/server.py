@@ -1,11 +1,12 @@
 """The simulated internet's process. It runs inside the target's network namespace (joined
 before it starts, or born there in tests), never under the target's filter:
 
-1. (standalone only: make every address local, as the wall does) send every TCP/UDP port
-   but 53 to one socket with a TPROXY rule (`divert`), so one listener sees every
-   destination with the address and port dialled;
-2. bind the DNS server (UDP and TCP 53) and the sinkhole, report `ready`;
-3. serve until SIGTERM (the run ended), then record what is still open and exit.
+1. `sockets.bind`: (standalone only: make every address local, as the wall does) send every
+   TCP/UDP port but 53 to one socket with a TPROXY rule (`divert`), so one listener sees
+   every destination with the address and port dialled; bind the DNS server (UDP and TCP
+   53) and the sinkhole; report `ready` — with light imports only;
+2. `serve`: import the rest, serve until SIGTERM (the run ended), record what is still open
+   and exit.
 
 Without libnftables the sinkhole listens on a list of common ports only, and says so.
 """
@@ -17,27 +18,14 @@ import contextlib
 import functools
 import os
 import signal
-import socket
 from dataclasses import dataclass, field
 
 from bubble.netsim.accept import Acceptor
-from bubble.netsim.divert import SINK_PORT, divert_every_port, route_everything_to_lo
 from bubble.netsim.names import Names
 from bubble.netsim.record import Limits, Recorder
 from bubble.netsim.sinkhole import DEFAULT_BODY, Connection, DnsOverTcp, Shared
-from bubble.netsim.udp import (
-    IP_RECVORIGDSTADDR,
-    IPV6_RECVORIGDSTADDR,
-    IPV6_RECVPKTINFO,
-    SOL_IPV6,
-    DatagramSink,
-    DnsServer,
-    dual_stack,
-)
-
-IP_TRANSPARENT = 19
-IPV6_TRANSPARENT = 75
-FALLBACK_PORTS = (21, 22, 23, 25, 80, 443, 1337, 4444, 6667, 8080, 8443, 31337)
+from bubble.netsim.sockets import FALLBACK_PORTS, Bound, SetupError, bind
+from bubble.netsim.udp import DatagramSink, DnsServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,42 +39,15 @@ class Config:
     routes: bool = False  # make every address local first (when no wall did it)
 
 
-class SetupError(Exception):
-    pass
-
-
-Sockets = tuple[socket.socket, socket.socket, list[socket.socket], socket.socket | None]
-
-
-def _sockets(covered: bool) -> Sockets:
-    """DNS UDP, DNS TCP, TCP sink listeners, UDP sink (None without the TPROXY rule)."""
-    dns_udp = dual_stack(socket.SOCK_DGRAM, 53, (SOL_IPV6, IPV6_RECVPKTINFO, 1))
-    dns_tcp = dual_stack(socket.SOCK_STREAM, 53)
-    if covered:
-        transparent = ((socket.SOL_IP, IP_TRANSPARENT, 1), (SOL_IPV6, IPV6_TRANSPARENT, 1))
-        tcp = [dual_stack(socket.SOCK_STREAM, SINK_PORT, *transparent)]
-        udp = dual_stack(
-            socket.SOCK_DGRAM,
-            SINK_PORT,
-            *transparent,
-            (socket.SOL_IP, IP_RECVORIGDSTADDR, 1),
-            (SOL_IPV6, IPV6_RECVORIGDSTADDR, 1),
-        )
-        return dns_udp, dns_tcp, tcp, udp
-    return dns_udp, dns_tcp, [dual_stack(socket.SOCK_STREAM, p) for p in FALLBACK_PORTS], None
-
-
-async def _serve(cfg: Config) -> None:
+async def _serve(cfg: Config, bound: Bound) -> None:
     loop = asyncio.get_running_loop()
     names = Names()
     recorder = Recorder(cfg.records_fd, names, cfg.captures, cfg.limits)
-    if cfg.routes and (why := route_everything_to_lo()):
-        raise SetupError(f"cannot route every address to lo: {why}")
-    problem = divert_every_port()
-    if problem:
+    if bound.problem:
         ports = ", ".join(map(str, FALLBACK_PORTS))
-        recorder.note(f"every port cannot be diverted ({problem}): TCP sinkhole on {ports} only")
-    dns_udp, dns_tcp, tcp, udp = _sockets(problem is None)
+        why = bound.problem
+        recorder.note(f"every port cannot be diverted ({why}): TCP sinkhole on {ports} only")
+    dns_udp, dns_tcp, tcp, udp = bound.dns_udp, bound.dns_tcp, bound.tcp, bound.udp
     shared = Shared(recorder, cfg.limits, cfg.body, cfg.terminate_tls)
     acceptors = [Acceptor(dns_tcp, functools.partial(DnsOverTcp, shared, names), shared)]
     acceptors += [Acceptor(sock, functools.partial(Connection, shared), shared) for sock in tcp]
@@ -98,7 +59,7 @@ async def _serve(cfg: Config) -> None:
         loop.add_reader(udp.fileno(), sink.on_readable)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    os.write(cfg.ready_fd, b"ready\n")
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one sent meanwhile: now
     await stop.wait()
     # Connections the kernel completed but we have not accepted yet, and datagrams queued,
     # are the target's too: take them before the listeners close (closing would reset them).
@@ -111,12 +72,19 @@ async def _serve(cfg: Config) -> None:
     recorder.close()
 
 
+def serve(cfg: Config, bound: Bound) -> int:
+    """Serve what `bind` set up until SIGTERM (blocked by `bind` until we handle it)."""
+    asyncio.run(_serve(cfg, bound))
+    return 0
+
+
 def main(cfg: Config) -> int:
-    """Serve until SIGTERM; 0, or 1 after writing `error MESSAGE` on the ready fd."""
+    """Bind, report ready, serve: `python -m bubble.netsim` in the current namespace."""
     try:
-        asyncio.run(_serve(cfg))
+        bound = bind(cfg.routes)
     except (OSError, SetupError) as err:
         with contextlib.suppress(OSError):
             os.write(cfg.ready_fd, f"error {err}\n".encode())
         return 1
-    return 0
+    os.write(cfg.ready_fd, b"ready\n")
+    return serve(cfg, bound)

@@ -13,12 +13,8 @@ from bubble.netsim import dns
 from bubble.netsim.names import Names
 from bubble.netsim.record import Limits, Recorder, Seen
 from bubble.netsim.sinkhole import plain_address
+from bubble.netsim.sockets import IP_RECVORIGDSTADDR, IPV6_PKTINFO, IPV6_RECVORIGDSTADDR, SOL_IPV6
 
-SOL_IPV6 = 41
-IP_RECVORIGDSTADDR = 20  # SOL_IP: cmsg IP_ORIGDSTADDR (same number) carries a sockaddr_in
-IPV6_RECVORIGDSTADDR = 74  # SOL_IPV6: cmsg IPV6_ORIGDSTADDR carries a sockaddr_in6
-IPV6_RECVPKTINFO = 49
-IPV6_PKTINFO = 50
 _ANC = socket.CMSG_SPACE(64) * 2
 _ORIGDST = ((socket.SOL_IP, IP_RECVORIGDSTADDR), (SOL_IPV6, IPV6_RECVORIGDSTADDR))
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn (4096 in a new namespace)
@@ -93,22 +89,3 @@ class DnsServer:
                 self.sock.sendmsg([reply], cmsg, 0, src)
             except OSError:
                 continue  # the client went away; the question is recorded
-
-
-def dual_stack(kind: int, port: int, *options: tuple[int, int, int]) -> socket.socket:
-    """A non-blocking IPv6 socket that also takes IPv4 (mapped), bound to [::]:port
-    (and listening, for a stream socket)."""
-    sock = socket.socket(socket.AF_INET6, kind)
-    try:
-        sock.setsockopt(SOL_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        for level, name, value in options:
-            sock.setsockopt(level, name, value)
-        sock.bind(("::", port))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock

@@ -38,9 +38,9 @@ def _ns(pid: int | str, kind: str) -> int:
 class SimulatedInternet:
     """One run's server: `fd` is the records pipe to watch, `on_records` its callback.
 
-    `fork()` starts it early, so that its imports (asyncio, ssl, dnslib: most of its start-up)
-    overlap with the target's own set-up; `join(target)` then sends it into the target's
-    namespace and waits until it serves."""
+    `fork()` starts it early; `join(target)` sends it into the target's namespace and waits
+    until its rules and sockets are in place (`netsim.sockets`); it imports asyncio, ssl and
+    dnslib (most of its start-up) after that, while the kernel queues what the target sends."""
 
     def __init__(self, pid: int, fd: int, cmd_w: int, ready_r: int, writer: events.EventWriter):
         self.pid = pid
@@ -138,8 +138,8 @@ class SimulatedInternet:
 
 
 def _server(cmd_r: int, rec_w: int, ready_w: int, captures: str | None) -> None:
-    """The forked server: leave the supervisor's state, import, wait for the target's pid,
-    check and enter its namespaces, serve."""
+    """The forked server: leave the supervisor's state, wait for the target's pid, check and
+    enter its namespaces, bind and say ready, then import the heavy parts and serve."""
     code = 1
     try:
         prctl(_abi.PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the supervisor
@@ -156,7 +156,7 @@ def _server(cmd_r: int, rec_w: int, ready_w: int, captures: str | None) -> None:
         devnull = os.open("/dev/null", os.O_RDWR)
         os.dup2(devnull, 0)  # the target's terminal is not ours to read
         os.close(devnull)
-        from bubble.netsim.server import Config, main  # the slow part, before the target
+        from bubble.netsim.sockets import bind  # light: the heavy imports come after "ready"
 
         line = os.read(cmd_r, 64).decode().strip()
         if not line:
@@ -170,9 +170,16 @@ def _server(cmd_r: int, rec_w: int, ready_w: int, captures: str | None) -> None:
         for fd in join:  # the user namespace first, when there is one to join
             setns(fd, 0)
             os.close(fd)
-        code = main(Config(records_fd=rec_w, ready_fd=ready_w, captures=captures))
+        bound = bind(routes=False)  # the wall made every address local already
+        os.write(ready_w, b"ready\n")
+        os.close(ready_w)
+        ready_w = -1
+        from bubble.netsim.server import Config, serve
+
+        code = serve(Config(records_fd=rec_w, ready_fd=-1, captures=captures), bound)
     except BaseException as err:  # noqa: BLE001 - a forked child must never return
+        message = f"error cannot start in the target's namespace: {err}\n".encode()
         with contextlib.suppress(OSError):
-            os.write(ready_w, f"error cannot enter the target's namespace: {err}\n".encode())
+            os.write(ready_w if ready_w >= 0 else 2, message)
     finally:
         os._exit(code)
