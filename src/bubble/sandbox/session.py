@@ -54,6 +54,7 @@ class Session:
         path: str,
         user: tuple[int | None, int | None, str | None],
         captures: str | None = None,
+        http_body: bytes | None = None,
     ) -> None:
         self.policy = policy
         self.argv = argv
@@ -78,6 +79,7 @@ class Session:
         self.wall = False
         self.sim: SimulatedInternet | None = None
         self.captures = captures  # where --net-sim keeps payloads (None: not kept)
+        self.http_body = http_body  # what its sinkhole answers HTTP with (None: the default)
 
     # -- callbacks from the supervisor loop -------------------------------------------------
     def next_due(self) -> float | None:
@@ -244,7 +246,7 @@ class Session:
         if policy.net_sim and wall:
             from bubble.sandbox.simnet import SimulatedInternet
 
-            self.sim = SimulatedInternet.fork(self.captures, self.writer)
+            self.sim = SimulatedInternet.fork(self.captures, self.http_body, self.writer)
         ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())
         started = time.monotonic()
         self.keeper_pid = keeper.start(plan, report_w, ours)

@@ -17,6 +17,7 @@ another event type.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -53,13 +54,15 @@ class SimulatedInternet:
         self.reaped = False  # set by the session's reaper if it died first
 
     @classmethod
-    def fork(cls, captures: str | None, writer: events.EventWriter) -> SimulatedInternet:
+    def fork(
+        cls, captures: str | None, body: bytes | None, writer: events.EventWriter
+    ) -> SimulatedInternet:
         rec_r, rec_w = os.pipe2(os.O_CLOEXEC)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         cmd_r, cmd_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            _server(cmd_r, rec_w, ready_w, captures)  # never returns
+            _server(cmd_r, rec_w, ready_w, captures, body)  # never returns
         for fd in (rec_w, ready_w, cmd_r):
             os.close(fd)
         return cls(pid, rec_r, cmd_w, ready_r, writer)
@@ -137,7 +140,7 @@ class SimulatedInternet:
             )
 
 
-def _server(cmd_r: int, rec_w: int, ready_w: int, captures: str | None) -> None:
+def _server(cmd_r: int, rec_w: int, ready_w: int, captures: str | None, body: bytes | None) -> None:
     """The forked server: leave the supervisor's state, wait for the target's pid, check and
     enter its namespaces, bind and say ready, then import the heavy parts and serve."""
     code = 1
@@ -176,7 +179,8 @@ def _server(cmd_r: int, rec_w: int, ready_w: int, captures: str | None) -> None:
         ready_w = -1
         from bubble.netsim.server import Config, serve
 
-        code = serve(Config(records_fd=rec_w, ready_fd=-1, captures=captures), bound)
+        cfg = Config(records_fd=rec_w, ready_fd=-1, captures=captures)
+        code = serve(dataclasses.replace(cfg, body=body) if body is not None else cfg, bound)
     except BaseException as err:  # noqa: BLE001 - a forked child must never return
         message = f"error cannot start in the target's namespace: {err}\n".encode()
         with contextlib.suppress(OSError):
