@@ -17,13 +17,23 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
                   [--trace-net] [--peek-tx=N] [--net-sim [--captures DIR] [--http-body FILE]]
                   [--timeout S] [--memory SIZE] [--cpu S]
                   [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root]
+                  [--policy FILE] [--allow-write DIR]...
                   [--events PATH|- | --events-fd N] -- PROG [ARGS...]
        bubble serve [--host 127.0.0.1] [--port 8090] [--data-dir DIR] [--token T]
+       bubble policy suggest EVENTS.ndjson [--broad] [--api URL]
+       bubble diff A B [--format text|json] [--api URL]
        bubble selftest
 """
 
-_VALUE_KINDS = ("int", "seconds", "size", "str")
-_OUTPUTS = ("--events", "--events-fd", "--captures", "--http-body")  # not policy
+_VALUE_KINDS = ("int", "seconds", "size", "str", "list")
+
+
+# Flags with a value that are not policy fields: where things go, and the policy file.
+_OWN_VALUES = ("--events", "--events-fd", "--policy", "--captures", "--http-body")
+
+
+def _merged(old: object, items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*(old if isinstance(old, tuple) else ()), *items)))
 
 
 class RunArgs:
@@ -64,7 +74,7 @@ def parse_run(args: list[str]) -> RunArgs:
         flag, eq, text = arg.partition("=")
         if flag in ("-h", "--help"):
             raise UsageError("help requested", USAGE.rstrip())
-        if flag in _OUTPUTS or FLAGS.get(flag, ("", ""))[1] in _VALUE_KINDS:
+        if flag in _OWN_VALUES or FLAGS.get(flag, ("", ""))[1] in _VALUE_KINDS:
             if not eq:
                 if i + 1 >= len(args):
                     raise UsageError(f"{flag} needs a value", f"write {flag}=VALUE")
@@ -78,9 +88,15 @@ def parse_run(args: list[str]) -> RunArgs:
                 captures = text
             elif flag == "--http-body":
                 http_body = text
+            elif flag == "--policy":
+                from bubble import scopes
+
+                for name, items in scopes.load(text).items():
+                    values[name] = _merged(values.get(name), items)
             else:
                 name, kind = FLAGS[flag]
-                values[name] = convert(flag, kind, text)
+                value = convert(flag, kind, text)
+                values[name] = _merged(values.get(name), (value,)) if kind == "list" else value
         elif flag in FLAGS:
             name, kind = FLAGS[flag]
             if kind == "switch":
@@ -136,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
             from bubble.web.serve import main as serve_main
 
             return serve_main(rest)
+        if command == "policy":
+            from bubble.cli_policy import suggest_main
+
+            return suggest_main(rest)
+        if command == "diff":
+            from bubble.cli_policy import diff_main
+
+            return diff_main(rest)
         if command == "selftest":
             from bubble.sandbox.selftest import main as selftest_main
 
@@ -154,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except BubbleError as err:
         if err.message == "help requested":
-            sys.stdout.write(USAGE)
+            sys.stdout.write((err.hint or USAGE).rstrip() + "\n")
             return 0
         sys.stderr.write(f"bubble: {err}\n")
         return err.exit_code

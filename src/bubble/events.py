@@ -24,6 +24,9 @@ SPAWN = "process.spawn"
 EXIT = "process.exit"
 ALERT = "policy.alert"
 FS_WRITE = "fs.write"
+FS_NOOP = "fs.noop"  # a mutation answered as the kernel would, changing nothing
+ASK = "policy.ask"  # a held call, waiting for a decision helper or the analyst
+ALLOWED = "policy.allow"  # a call the policy would deny, allowed by such a decision
 NET_SOCKET = "net.socket"
 NET_CONNECT = "net.connect"
 NET_BIND = "net.bind"
@@ -85,6 +88,10 @@ class Call:
     dns_type: str | None = None
     dns_queries: list[str] | None = None
     detail: str | None = None
+    scope: str | None = None  # the write scope that allowed it
+    decided_by: str | None = None  # who decided a held call: helper | analyst
+    ret: int | None = None  # EMULATE_RET: the value the call returned without running
+    ask_timeout_s: float | None = None  # policy.ask: denied when unanswered this long
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,6 +231,8 @@ def _json_value(value: object) -> str:
         return "true" if value else "false"
     if kind is int:
         return str(value)
+    if kind is float and value == value and abs(value) != float("inf"):  # type: ignore[arg-type]
+        return repr(value)
     if value is None:
         return "null"
     if kind is list:
@@ -234,9 +243,10 @@ def _json_value(value: object) -> str:
 def serialise(event: Event, seq: int, ts: str) -> str:
     """One NDJSON line (with its newline). The only place events become text.
 
-    Event fields are str, int, bool, None or lists of str, so the line is assembled directly,
-    with the json module's own C string escaper: this runs once per notification and costs a
-    fraction of json.dumps (whose import alone is a measurable share of start-up).
+    Event fields are str, int, finite float, bool, None or lists of str, so the line is
+    assembled directly, with the json module's own C string escaper: this runs once per
+    notification and costs a fraction of json.dumps (whose import alone is a measurable share
+    of start-up).
     """
     cls = type(event)
     keep = _KEEP_NULL[cls]

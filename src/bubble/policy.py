@@ -38,6 +38,11 @@ class Policy:
     max_output: int | None = None  # bytes of stdout+stderr kept
     user: str | None = None  # target user when run as root (default nobody)
     keep_root: bool = False
+    write: tuple[str, ...] = ()  # write scopes: directories (or files) writable beneath
+    connect: tuple[str, ...] = ()  # connect scopes: HOST:PORT endpoints
+    decide: str | None = None  # decision helper command (the seed's SUPERVISOR_JSON_FD protocol)
+    decide_timeout: float = 5.0  # seconds a held call waits for its decision
+    ask: bool = False  # held calls are the analyst's to decide (through SUPERVISOR_JSON_FD)
 
     def __post_init__(self) -> None:
         if not 0 <= self.peek_tx <= MAX_PEEK:
@@ -65,10 +70,69 @@ class Policy:
                 raise UsageError(f"{flag} must be positive", f"e.g. {flag} {_EXAMPLES[name]}")
         if self.keep_root and self.user:
             raise UsageError("--keep-root and --user contradict each other", "pass only one")
+        if not 0 < self.decide_timeout <= 3600:
+            raise UsageError(
+                "--decide-timeout must be between 0 and 3600 seconds", "e.g. --decide-timeout 5"
+            )
+        if "/" in self.write and self.deny_fs:
+            raise UsageError(
+                "a write scope of / allows every write", "use --deny-fs=0 to allow them all"
+            )
+        if self.connect:
+            raise UsageError(
+                "connect scopes are not enforced yet",
+                "leave [net] connect out, or allow the network with --deny-net=0",
+            )
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Every field by name (tuples as lists): the one representation stored and sent
+        between processes."""
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_mapping(cls, data: object) -> Policy:
+        """The inverse of `to_mapping`. Strict: an unknown key is an error naming it."""
+        if not isinstance(data, dict):
+            raise UsageError("a policy must be an object", 'e.g. {"deny_fs": true}')
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            field = names.get(key)
+            if field is None:
+                raise UsageError(f"unknown policy key {key!r}", f"known keys: {', '.join(names)}")
+            values[key] = _typed(key, str(field.type), value)
+        return cls(**values)
 
     def replace(self, **changes: Any) -> Policy:
         """A copy with `changes` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _typed(key: str, kind: str, value: object) -> object:
+    """Check one mapping value against its field's annotation (as text: `from __future__`)."""
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "tuple[str, ...]":
+        ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        if isinstance(value, list | tuple) and ok:
+            from bubble import scopes
+
+            check = scopes.write_dir if key == "write" else scopes.endpoint
+            value = tuple(dict.fromkeys(check(v) for v in value))
+    elif value is None:
+        ok = "None" in kind
+    elif kind.startswith("float"):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise UsageError(f"policy key {key!r} has a bad value {value!r}", f"expected {kind}")
+    return value
 
 
 _EXAMPLES = {"memory": "512M", "cpu": "10", "max_procs": "64", "max_output": "10M"}
@@ -117,7 +181,8 @@ def parse_size(flag: str, text: str) -> int:
 
 
 # flag -> (policy field, kind). Kinds: "01" takes =1|0, "switch" takes no value,
-# "int"/"seconds"/"size"/"str" take a value (`--flag=V` or `--flag V`).
+# "int"/"seconds"/"size"/"str" take a value (`--flag=V` or `--flag V`); "list" takes a value
+# and may be repeated, each adding one item.
 FLAGS: dict[str, tuple[str, str]] = {
     "--deny-fs": ("deny_fs", "01"),
     "--deny-net": ("deny_net", "01"),
@@ -134,13 +199,26 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--max-output": ("max_output", "size"),
     "--user": ("user", "str"),
     "--keep-root": ("keep_root", "switch"),
+    "--allow-write": ("write", "list"),
+    "--decide": ("decide", "str"),
+    "--decide-timeout": ("decide_timeout", "seconds"),
+    "--ask": ("ask", "switch"),
+    "--allow-connect": ("connect", "list"),
 }
 
 _PARSERS = {"01": parse_bool01, "int": parse_int, "seconds": parse_seconds, "size": parse_size}
 
 
+def _scope(flag: str, text: str) -> str:
+    from bubble import scopes
+
+    return scopes.write_dir(text) if flag == "--allow-write" else scopes.endpoint(text)
+
+
 def convert(flag: str, kind: str, text: str) -> Any:
-    """Parse the text of one flag's value."""
+    """Parse the text of one flag's value (for a "list" flag: one item)."""
+    if kind == "list":
+        return _scope(flag, text)
     parser = _PARSERS.get(kind)
     return parser(flag, text) if parser else text
 
@@ -157,6 +235,8 @@ def to_argv(policy: Policy) -> list[str]:
             argv.append(f"{flag}={int(value)}")
         elif kind == "switch":
             argv.append(flag)
+        elif kind == "list":
+            argv.extend(f"{flag}={item}" for item in value)
         else:
             argv.append(f"{flag}={value}")
     return argv

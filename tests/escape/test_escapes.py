@@ -63,6 +63,7 @@ def test_selftest_command_prints_the_table():
         "SYNC_WAKE_UP",
         "Landlock",
         "user namespaces",
+        "network wall",
     ):
         assert feature in proc.stdout
     assert all(e.name in proc.stdout for e in ESCAPES)

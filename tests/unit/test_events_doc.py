@@ -41,6 +41,9 @@ CLASS_TYPES = {
     events.Call: [
         events.ALERT,
         events.FS_WRITE,
+        events.FS_NOOP,
+        events.ASK,
+        events.ALLOWED,
         events.NET_SOCKET,
         events.NET_CONNECT,
         events.NET_BIND,

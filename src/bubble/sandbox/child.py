@@ -36,7 +36,8 @@ class ChildPlan:
     ready_w: int
     go_r: int
     err_w: int
-    landlock: tuple[int, int, int]  # (fs rights, net rights, scopes) to restrict
+    # (fs rights, net rights, scopes) to restrict, and the write scopes that keep fs rights
+    landlock: tuple[int, int, int, tuple[str, ...]]
     stdio: tuple[int, int] | None  # replacement stdout/stderr (output limit), or None
     cgroup: bool  # the parent puts us in a cgroup that limits memory
     netns: bool = False  # build the network wall (netns.plan said the kernel allows it)

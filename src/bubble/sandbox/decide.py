@@ -9,13 +9,16 @@ that rewrites the path after our check still only gets /dev/null.
 from __future__ import annotations
 
 import errno
+import os
 from dataclasses import dataclass
 
 from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox.decode import WRITE_INTENT
+from bubble.sandbox.onbehalf import SCOPED as PERFORMED
 from bubble.sandbox.procmem import status_kb
 from bubble.sandbox.syscalls import TTY_IOCTLS, Syscall
+from bubble.scopes import covering
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
 if TYPE_CHECKING:
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
 DENY = "deny"  # answer -errno
 CONTINUE = "continue"  # let the kernel run the call
 INJECT = "inject"  # open `source` ourselves and hand the fd over with ADDFD|SEND
+DONE = "done"  # the supervisor performed the call itself: answer with -errno (0: success)
+PERFORM = "perform"  # carry the call out ourselves (sandbox/onbehalf.py); event: the alert if not
 
 # Write-opens that must keep working under --deny-fs=1 (DESIGN §2.3). Values: what we inject.
 PSEUDO_DEVICES = {
@@ -41,6 +46,16 @@ PSEUDO_DEVICES = {
     "/proc/thread-self/fd/2": "fd:2",
 }
 _OPENS = frozenset({"open", "openat", "creat", "openat2"})
+# Calls whose every effect Landlock re-checks in the kernel (with REFER and TRUNCATE handled),
+# so a write scope may CONTINUE them on a path read from memory: a path swapped after our check
+# fails there. chmod and the times calls have no Landlock right: the supervisor performs
+# them (PERFORM). chown, xattrs and ioctls are never scoped.
+SCOPED_CALLS = _OPENS | frozenset(
+    {
+        "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", "mkdir", "mkdirat",
+        "mknod", "mknodat", "link", "linkat", "symlink", "symlinkat", "truncate",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +134,25 @@ def decide_fs(
     ):
         # We cannot CONTINUE on flags read from memory: make the caller use openat.
         return alert(row, nr, pid, {**ctx, "detail": "read-only openat2: use openat"}, errno.ENOSYS)
+    if row.name in _MKDIRS and policy.deny_fs and _exists(pid, ctx.get("path")):
+        # `mkdir -p` tries every component from the root: answer like the kernel (a deny, so
+        # safe whatever the path says by now) and keep it out of the violations.
+        return Decision(DENY, _call(events.FS_NOOP, row.name, nr, pid, "fs", ctx), errno.EEXIST)
     if not policy.deny_fs:
         return Decision(
             CONTINUE, _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW")
         )
+    if policy.write and row.name in SCOPED_CALLS:
+        scope = _in_scope(row, ctx, policy.write)
+        if scope is not None:
+            return Decision(
+                CONTINUE,
+                _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW", scope=scope),
+            )
+    if policy.write and row.name in PERFORMED:
+        # No Landlock right covers these: the supervisor pins the object and checks it.
+        denied = alert(row, nr, pid, ctx, category="fs")
+        return Decision(PERFORM, denied.event, denied.errno)
     if row.name in _OPENS:
         source = pseudo_device(pid, ctx.get("path"))
         if source is not None:
@@ -132,6 +162,33 @@ def decide_fs(
                 source=source,
             )
     return alert(row, nr, pid, ctx, category="fs")
+
+
+_MKDIRS = frozenset({"mkdir", "mkdirat"})
+
+
+def _exists(pid: int, path: object) -> bool:
+    """Whether `path` (absolute, as the caller sees it) names something that exists."""
+    return (
+        isinstance(path, str)
+        and path.startswith("/")
+        and os.path.lexists(f"/proc/{pid}/root{path}")
+    )
+
+
+def _in_scope(row: Syscall, ctx: dict[str, Any], write: tuple[str, ...]) -> str | None:
+    """The scope holding every path the call names (rename's and link's both), or None."""
+    scope = None
+    for role in ("path", "path2"):
+        if role not in row.args:
+            continue  # symlink's path2 is the link's text, not a place written
+        path = ctx.get(role)
+        if not isinstance(path, str) or not path.startswith("/"):
+            return None
+        scope = covering(write, path)
+        if scope is None:
+            return None
+    return scope
 
 
 def decide(

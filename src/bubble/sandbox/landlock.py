@@ -51,6 +51,15 @@ _FS_V1 = (
 )
 
 
+RULE_PATH_BENEATH = 1
+# A write scope grants every handled right but device nodes (they need CAP_MKNOD, which the
+# target never has, and a scope is for files); a scope that is a file, only the file rights
+# (the kernel refuses directory rights on a file rule).
+_SCOPE_DIR_DENY = FS_MAKE_CHAR | FS_MAKE_BLOCK
+_FILE_RIGHTS = FS_WRITE_FILE | FS_TRUNCATE
+SCOPES_ABI = 3  # REFER (2) keeps links and renames inside; TRUNCATE (3) re-checks truncation
+
+
 def abi_version() -> int:
     """The kernel's Landlock ABI, 0 when Landlock is absent or disabled."""
     try:
@@ -64,13 +73,28 @@ def plan(policy: Policy, abi: int) -> tuple[int, int, int, list[str]]:
     fs = net = scope = 0
     missing: list[str] = []
     if abi <= 0:
-        return 0, 0, 0, ["Landlock is not available: seccomp alone enforces the policy"]
+        missing = ["Landlock is not available: seccomp alone enforces the policy"]
+        if policy.write and policy.deny_fs:
+            missing.append("write scopes need Landlock: every scoped write is denied")
+        return 0, 0, 0, missing
     if policy.deny_fs:
         # TRUNCATE (ABI 3) is left unhandled on purpose: handling it makes *every* open walk
         # the path (+200-340 ns per read-only open, measured in docs/benchmarks.md), and it
         # adds nothing here: ftruncate needs a writable fd, which WRITE_FILE already refuses,
         # and truncate(2) and O_TRUNC opens are denied by the seccomp filter.
         fs = _FS_V1 | (FS_REFER if abi >= 2 else 0)
+        if policy.write:
+            if abi >= SCOPES_ABI:
+                # Scoped writes are let through by the supervisor on a path it read from
+                # target memory: the kernel must re-check truncation too, since an O_TRUNC
+                # open or truncate(2) whose path is swapped after our check would otherwise
+                # pass. The +200-340 ns per open is paid only by runs that use scopes.
+                fs |= FS_TRUNCATE
+            else:
+                missing.append(
+                    f"Landlock ABI {abi} < {SCOPES_ABI}: write scopes need the kernel's"
+                    " re-check, so every scoped write is denied"
+                )
     if policy.deny_net:
         if abi >= 4:
             # --net-sim lets connects through inside the namespace wall, to our sinkhole.
@@ -84,9 +108,15 @@ def plan(policy: Policy, abi: int) -> tuple[int, int, int, list[str]]:
     return fs, net, scope, missing
 
 
-def restrict(fs: int, net: int, scope: int) -> None:
-    """Create a ruleset handling these rights with no exceptions, and enforce it on the
-    calling thread (inherited by everything it execs or forks). Needs no_new_privs."""
+def enforces_scopes(policy: Policy, abi: int) -> bool:
+    """Whether the kernel enforces `policy`'s write scopes (else they must all be denied)."""
+    return bool(policy.write) and policy.deny_fs and abi >= SCOPES_ABI
+
+
+def restrict(fs: int, net: int, scope: int, writable: tuple[str, ...] = ()) -> None:
+    """Create a ruleset handling these rights, with the handled fs rights granted again
+    beneath each `writable` path, and enforce it on the calling thread (inherited by
+    everything it execs or forks). Needs no_new_privs."""
     if not (fs or net or scope):
         return
     attr = struct.pack("<QQQ", fs, net, scope)
@@ -94,6 +124,20 @@ def restrict(fs: int, net: int, scope: int) -> None:
     buf = ctypes.create_string_buffer(attr[:size], size)
     ruleset = syscall(_abi.NR_LANDLOCK_CREATE_RULESET, ctypes.addressof(buf), size, 0)
     try:
+        for path in writable:
+            _allow_beneath(ruleset, path, fs)
         syscall(_abi.NR_LANDLOCK_RESTRICT_SELF, ruleset, 0)
     finally:
         os.close(ruleset)
+
+
+def _allow_beneath(ruleset: int, path: str, fs: int) -> None:
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        is_dir = os.path.isdir(f"/proc/self/fd/{fd}")
+        rights = fs & ~_SCOPE_DIR_DENY if is_dir else fs & _FILE_RIGHTS
+        # struct landlock_path_beneath_attr is packed: u64 allowed_access, s32 parent_fd.
+        attr = ctypes.create_string_buffer(struct.pack("<Qi", rights, fd), 12)
+        syscall(_abi.NR_LANDLOCK_ADD_RULE, ruleset, RULE_PATH_BENEATH, ctypes.addressof(attr), 0)
+    finally:
+        os.close(fd)

@@ -105,8 +105,14 @@ def launch(
     http_body: str | None = None,
 ) -> int:
     """Run `argv` under `policy`; returns the exit status DESIGN §3 defines."""
+    from bubble.sandbox import netns
     from bubble.sandbox.session import Session
 
+    for scope in policy.write:
+        if not os.path.exists(scope):
+            raise UsageError(f"write scope {scope} does not exist", f"create it: mkdir -p {scope}")
+
+    netns.check_stdio(policy)
     return Session(
         policy,
         argv,

@@ -83,6 +83,43 @@ def fallback_note(why: str) -> str:
     )
 
 
+def check_stdio(policy: Policy) -> None:
+    """Refuse a socket from outside the wall as the target's stdin/stdout/stderr (the only
+    descriptors it inherits) unless it is AF_UNIX stream/seqpacket, whose peer is fixed.
+
+    A launcher can hand one over, and it is outside the network namespace: an unconnected
+    UDP socket sends anywhere by `sendmsg` with an address written after our check, a TCP
+    one connects by TCP fast-open, an AF_UNIX datagram one reaches any named socket of the
+    host, and with `dup2` the target can put it under a descriptor number we checked as
+    another socket. Refused before anything runs (issue "Hardening, round 2", finding 3)."""
+    if not policy.deny_net:
+        return
+    import stat
+
+    from bubble.errors import UsageError
+
+    for fd in (0, 1, 2):
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = _sock(fileno=os.dup(fd))
+        except OSError:
+            continue  # closed, or not a socket we can look at: nothing to hand over
+        try:
+            family, kind = sock.family, sock.type & 0xF
+        finally:
+            sock.close()
+        if family == _abi.AF_UNIX and kind in (1, 5):  # SOCK_STREAM, SOCK_SEQPACKET
+            continue
+        name = _abi.AF_NAMES.get(family, f"AF_{family}")
+        kind_name = _abi.SOCK_NAMES.get(kind, f"SOCK_{kind}")
+        raise UsageError(
+            f"fd {fd} is a {name} {kind_name} socket from outside the network wall: under "
+            "--deny-net=1 the target could send through it to the host",
+            "give the program a pipe, a file or an AF_UNIX stream socket, or pass --deny-net=0",
+        )
+
+
 def _sysctl(path: str) -> str:
     try:
         with open(path) as fh:

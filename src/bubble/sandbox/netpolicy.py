@@ -8,15 +8,16 @@ call may do once let through depends on where the *socket* lives, never on targe
   registers. Without the wall, every socket but AF_UNIX stream/seqpacket is denied.
 - `connect`, `bind`, `listen`, `sendto`/`sendmsg`/`sendmmsg` with an address: denied with an
   alert naming the destination. Two exceptions, both answers that need no trust in memory:
-  a UDP connect to port 53 of a socket *inside the wall* goes through (nothing can leave;
-  the query that follows is what we want to see), and an AF_UNIX connect to a path that does
-  not exist is answered ENOENT, as the kernel would, with an informational `net.connect`.
+  a UDP connect to port 53 of a socket *inside the wall* is made by the supervisor itself on
+  a copy of the socket, with the address it checked (nothing can leave; the query that
+  follows is what we want to see), and an AF_UNIX connect to a path that does not exist is
+  answered ENOENT, as the kernel would, with an informational `net.connect`.
 - A send without an address goes where the socket is connected. On a socket inside the
   wall that can only be the DNS server of a UDP connect we let through: denied, with the
   query decoded. On an AF_UNIX stream/seqpacket socket the kernel ignores msg_name, so it
-  goes through without an event. On anything else (a socket inherited from outside the
-  wall, an AF_UNIX datagram socket) a sendmsg/sendmmsg is denied: its msg_name could be
-  written after our check.
+  goes through without an event. On anything else (a socket from outside the wall, which
+  `netns.check_stdio` already refuses at launch; an AF_UNIX datagram socket) a send is
+  denied: its msg_name could be written after our check.
 
 Which socket an fd is, is asked of the kernel on a copy of the descriptor (pidfd_getfd), and
 whether it is inside the wall of the socket's own namespace (SIOCGSKNS), not the caller's:
@@ -34,7 +35,7 @@ from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox import _abi, dnsquery, netns
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
-from bubble.sandbox.decide import CONTINUE, DENY, Decision, alert, observe
+from bubble.sandbox.decide import CONTINUE, DENY, DONE, Decision, alert, observe
 from bubble.sandbox.decode import Decoder, family_name, s32
 from bubble.sandbox.procmem import status_kb
 from bubble.sandbox.syscalls import UNIX_CONNECTED_TYPES, Syscall
@@ -75,9 +76,9 @@ def _address(sock: Any, method: str) -> tuple[str | None, int | None]:
     return (str(addr) or None), None
 
 
-def sock_info(pid: int, fd: int, local: bool = False) -> SockInfo | None:
-    """Family, type, wall and peer (or, with `local`, own) address of socket `fd` of `pid`;
-    None when `fd` is no socket or we may not look (then callers decide without it)."""
+def _copy(pid: int, fd: int) -> Any:
+    """A socket object on a copy of socket `fd` of `pid` (pidfd_getfd), or None when `fd` is
+    no socket or we may not take it. The caller closes it (only our copy)."""
     try:
         pidfd = pidfd_open(status_kb(pid, "Tgid") or pid)  # notifications carry thread ids
         try:
@@ -87,14 +88,44 @@ def sock_info(pid: int, fd: int, local: bool = False) -> SockInfo | None:
     except OSError:
         return None
     try:
-        sock = _socket.socket(fileno=copy)
+        return _socket.socket(fileno=copy)
     except OSError:
         os.close(copy)
         return None
+
+
+def sock_info(pid: int, fd: int, local: bool = False) -> SockInfo | None:
+    """Family, type, wall and peer (or, with `local`, own) address of socket `fd` of `pid`;
+    None when `fd` is no socket or we may not look (then callers decide without it)."""
+    sock = _copy(pid, fd)
+    if sock is None:
+        return None
     try:
-        info = SockInfo(sock.family, sock.type & 0xF, _socket_walled(copy))
+        info = SockInfo(sock.family, sock.type & 0xF, _socket_walled(sock.fileno()))
         info.peer, info.port = _address(sock, "getsockname" if local else "getpeername")
         return info
+    finally:
+        sock.close()
+
+
+def connect_dns(pid: int, fd: int, peer: str, port: int) -> int | None:
+    """Connect the target's UDP socket `fd` to `peer`:`port` *ourselves*, on a copy of it,
+    if it is a datagram socket inside the wall; the errno (0: connected), or None when the
+    socket is not one. Never CONTINUE: between our check and the kernel's connect a thread
+    could put another socket under `fd` (dup2) and another address in memory."""
+    sock = _copy(pid, fd)
+    if sock is None:
+        return None
+    try:
+        if sock.type & 0xF != SOCK_DGRAM or not _socket_walled(sock.fileno()):
+            return None
+        if sock.family == _abi.AF_INET6 and "." in peer:
+            peer = "::ffff:" + peer  # shown as IPv4 in the event, mapped on the wire
+        try:
+            sock.connect((peer, port))  # a numeric address: no name is looked up
+        except OSError as err:
+            return err.errno or errno.EINVAL
+        return 0
     finally:
         sock.close()
 
@@ -178,13 +209,29 @@ class NetPolicy:
             if info is not None and info.walled:
                 # --net-sim: the socket lives inside the wall (asked of the kernel, not of
                 # memory), so wherever the address points by the time the kernel reads it,
-                # it reaches our sinkhole in that namespace and nothing else.
+                # it reaches our sinkhole in that namespace and nothing else. CONTINUE even
+                # though a thread could dup2 another socket onto the fd meanwhile: the target
+                # holds no socket from outside the wall to put there (host sockets are
+                # refused as its stdio, every other fd is closed, AF_UNIX connects to host
+                # sockets are denied, so none can be received), and a socket it makes is in
+                # the wall. A blocking connect done by us would let a full backlog stall the
+                # supervisor; the DNS connect above is done by us because it is UDP.
                 return observe(events.NET_CONNECT, row, nr, pid, ctx)
         if family in INET and ctx.get("port") == DNS_PORT:
-            info = sock_info(pid, s32(args[0]))
-            if info is not None and info.walled and info.type == SOCK_DGRAM:
-                ctx["detail"] = "DNS: UDP connect let through inside the network wall"
-                return observe(events.NET_CONNECT, row, nr, pid, ctx)
+            err = connect_dns(pid, s32(args[0]), peer, DNS_PORT)
+            if err is not None:
+                ctx["detail"] = "DNS: UDP socket connected by the supervisor inside the wall"
+                event = events.Call(
+                    type=events.NET_CONNECT,
+                    pid=pid,
+                    category="net",
+                    syscall=row.name,
+                    syscall_no=nr,
+                    decision="ALLOW",
+                    denied=errno.errorcode.get(err) if err else None,
+                    **ctx,
+                )
+                return Decision(DONE, event, err)
         return alert(row, nr, pid, ctx)
 
     def _send(

@@ -19,7 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bubble.sandbox import _abi, landlock
+from bubble.policy import Policy
+from bubble.sandbox import _abi, landlock, netns
 from bubble.sandbox._libc import syscall
 from bubble.sandbox.escapes import ESCAPES, PRELUDE, Escape
 
@@ -162,6 +163,8 @@ def features() -> dict[str, str]:
         out["user namespaces"] = "yes" if limit > 0 else "disabled"
     except OSError:
         out["user namespaces"] = "unknown"
+    wall, notes = netns.plan(Policy())
+    out["network wall"] = "network namespace" if wall else notes[0].split(":")[0]
     out["kernel"] = release
     return out
 

@@ -224,6 +224,10 @@ class Session:
         wall, wall_notes = netns.plan(policy)
         self.notes += wall_notes
         self.wall = wall
+        scoped = policy.write if landlock.enforces_scopes(policy, abi) else ()
+        if policy.write and not scoped:
+            # Without Landlock a scoped allow would be a CONTINUE on memory: deny them all.
+            self.policy = policy = policy.replace(write=())
         plan = child.ChildPlan(
             policy=policy,
             path=self.path,
@@ -237,7 +241,7 @@ class Session:
             ready_w=ready_w,
             go_r=go_r,
             err_w=err_w,
-            landlock=(fs, net, scope),
+            landlock=(fs, net, scope, scoped),
             stdio=self.pump.child_fds() if self.pump else None,
             cgroup=bool(self.cgroups and "memory" in self.cgroups.dirs),
             netns=wall,

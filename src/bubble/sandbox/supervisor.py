@@ -21,11 +21,15 @@ from bubble.policy import Policy
 from bubble.sandbox import _abi
 from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
-from bubble.sandbox.decide import CONTINUE, DENY, INJECT, Decision, alert, decide
+from bubble.sandbox.decide import CONTINUE, DENY, DONE, INJECT, PERFORM, Decision, alert, decide
+from bubble.sandbox.decider import Decider
 from bubble.sandbox.decode import Decoder
+from bubble.sandbox.held import HeldCalls
 from bubble.sandbox.netpolicy import NetPolicy
+from bubble.sandbox.onbehalf import Outside, carry_out
 from bubble.sandbox.procmem import status_fields, status_kb
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
+from bubble.scopes import covering
 
 _ZERO = bytes(_abi.NOTIF_SIZE)
 _U64 = struct.Struct("<Q")
@@ -59,6 +63,8 @@ class Supervisor:
         self.decoder = Decoder()
         self.net = NetPolicy(policy, self.decoder)
         self.exempt = exempt  # our own helper processes (pidns init): not the target's RSS
+        # Write scopes as real paths: what a pinned object's /proc/self/fd link is checked on.
+        self.scopes = tuple(os.path.realpath(s) for s in policy.write)
         self.max_rss_kb = 0
         self.max_vm_kb = 0  # peak address space, to tell whether --memory was reached
         self.handled = 0
@@ -66,15 +72,29 @@ class Supervisor:
         self._resp = bytearray(_abi.RESP_SIZE)
         self._id = bytearray(8)
         self._names: dict[tuple[int, int], str] = {}
+        self.held = _held_calls(self, policy)
 
     # -- answering ---------------------------------------------------------------------------
     def _send(self, nid: int, error: int, flags: int) -> None:
-        _abi.RESP.pack_into(self._resp, 0, nid, 0, -error, flags)
+        self.send(nid, 0, error, flags)
+
+    def send(self, nid: int, val: int, error: int, flags: int) -> None:
+        """Answer notification `nid`: return `val`, or fail with `error`, or CONTINUE."""
+        _abi.RESP.pack_into(self._resp, 0, nid, val, -error, flags)
         try:
             fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_SEND, self._resp, True)
         except OSError as err:
             if err.errno != errno.ENOENT:  # ENOENT: the caller died or was interrupted
                 raise
+
+    def valid(self, nid: int) -> bool:
+        return self._valid(nid)
+
+    def install(self, nid: int, fd: int, nr: int, args: tuple[int, ...]) -> int:
+        """Install our descriptor `fd` as the result of open-like call `nid` (ADDFD|SEND)."""
+        cloexec = self._open_flags(nr, args) & os.O_CLOEXEC
+        buf = bytearray(_abi.ADDFD.pack(nid, _abi.ADDFD_FLAG_SEND, fd, 0, cloexec))
+        return fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_ADDFD, buf, True)
 
     def _valid(self, nid: int) -> bool:
         try:
@@ -104,8 +124,7 @@ class Supervisor:
             fd = os.open(source, access | (flags & (os.O_APPEND | os.O_NONBLOCK)) | os.O_CLOEXEC)
         try:
             addfd = _abi.ADDFD.pack(nid, _abi.ADDFD_FLAG_SEND, fd, 0, flags & os.O_CLOEXEC)
-            buf = bytearray(addfd)
-            return fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_ADDFD, buf, True)
+            return fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_ADDFD, bytearray(addfd), True)
         finally:
             os.close(fd)
 
@@ -187,9 +206,25 @@ class Supervisor:
                 self.writer.emit(event)
             return
         if d.action == DENY:
+            held = self.held
+            if (
+                held is not None
+                and d.errno == errno.EPERM
+                and isinstance(event, events.Call)
+                and event.type == events.ALERT
+                and event.arch is None
+            ):
+                why = held.hold(nid, pid, nr, args, event)
+                if not why:
+                    return  # answered when the decision comes; policy.ask is written
+                event = held.failed(event, why)
             self._send(nid, d.errno, 0)
+        elif d.action == DONE:
+            self._send(nid, d.errno, 0)  # we made the call ourselves: its result
         elif d.action == CONTINUE:
             self._send(nid, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
+        elif d.action == PERFORM and isinstance(event, events.Call):
+            event = self._perform(nid, pid, nr, args, event)
         elif d.action == INJECT:
             flags = self._open_flags(nr, args)
             try:
@@ -202,6 +237,41 @@ class Supervisor:
                 event = dataclasses.replace(event, detail=detail)
         if event is not None:
             self.writer.emit(event)
+
+    def _perform(
+        self, nid: int, pid: int, nr: int, args: tuple[int, ...], denied: events.Call
+    ) -> events.Call:
+        """A scoped metadata call: carried out by us on the object we pinned and checked, or
+        denied with the alert `denied` when that object lies outside every scope."""
+        try:
+            err, real, scope, _ = carry_out(
+                BY_NR[nr].name,
+                pid,
+                args,
+                self.decoder.mem,
+                self._scope_of,
+                lambda: self._valid(nid),
+            )
+        except Outside as out:
+            self._send(nid, errno.EPERM, 0)
+            return dataclasses.replace(denied, detail=f"outside every write scope: {out.real}")
+        except OSError as exc:
+            err, real, scope = exc.errno or errno.EPERM, denied.path or "", None
+        self._send(nid, err, 0)
+        return dataclasses.replace(
+            denied,
+            type=events.FS_WRITE,
+            reason=None,
+            denied=None,
+            decision="ALLOW",
+            path=real,
+            scope=scope,
+            detail="performed by the supervisor"
+            + (f": {errno.errorcode.get(err, err)}" if err else ""),
+        )
+
+    def _scope_of(self, real: str) -> str | None:
+        return covering(self.scopes, real)
 
     def _exiting(self, pid: int) -> None:
         """A process is calling exit_group: its memory figures are final and still readable."""
@@ -234,6 +304,22 @@ class Supervisor:
         """Serve until no task uses the filter. `extra`: other fds to watch (fd -> callback
         returning False at end of file); `next_due()`: the monotonic time at which `on_due`
         must run next (a timeout, a sample), or None."""
+        held = self.held
+        if held is not None:
+            extra = {**extra, held.fileno(): held.on_readable}
+            next_due, on_due = _with_held(held, next_due, on_due)
+        try:
+            self._loop(extra, next_due, on_due)
+        finally:
+            if held is not None:
+                held.close()
+
+    def _loop(
+        self,
+        extra: dict[int, Callable[[], bool]],
+        next_due: Callable[[], float | None],
+        on_due: Callable[[], None],
+    ) -> None:
         poller = select.poll()
         poller.register(self.listener, select.POLLIN)
         for fd in extra:
@@ -268,3 +354,36 @@ class Supervisor:
                         continue
                     if extra[fd]() is False:  # the callback saw end of file
                         poller.unregister(fd)
+
+
+def _held_calls(sup: Supervisor, policy: Policy) -> HeldCalls | None:
+    """The decision hook, if the run has one: `--decide CMD`, or the seed's
+    SUPERVISOR_JSON_FD (an inherited socket, e.g. the orchestrator's for `ask`)."""
+    shared = os.environ.get("SUPERVISOR_JSON_FD")
+    if policy.decide:
+        decider = Decider.start(policy.decide, policy.decide_timeout)
+    elif shared is not None and shared.isdigit():
+        decider = Decider(int(shared), int(shared), policy.decide_timeout)
+    else:
+        return None
+    return HeldCalls(sup, decider, "analyst" if policy.ask else "helper")
+
+
+def _with_held(
+    held: HeldCalls, next_due: Callable[[], float | None], on_due: Callable[[], None]
+) -> tuple[Callable[[], float | None], Callable[[], None]]:
+    """The session's due times merged with the held calls' deadlines."""
+
+    def due() -> float | None:
+        a, b = next_due(), held.next_due()
+        return b if a is None else a if b is None else min(a, b)
+
+    def run_due() -> None:
+        b = held.next_due()
+        if b is not None and time.monotonic() >= b:
+            held.on_due()
+        a = next_due()
+        if a is not None and time.monotonic() >= a:
+            on_due()
+
+    return due, run_due
