@@ -94,3 +94,13 @@ def engine() -> None:
     problem = _engine()
     if problem:
         pytest.skip(f"the sandbox engine does not run here: {problem}")
+
+
+def full_shot(page: object, path: Path) -> None:
+    """A full-page screenshot with every card painted: off-screen cards skip painting
+    (`content-visibility: auto`), which a picture of the whole page would show as blanks."""
+    page.evaluate(  # type: ignore[attr-defined]
+        "document.querySelectorAll('.ev, .vcard, .net-card')"
+        ".forEach((e) => { e.style.contentVisibility = 'visible'; })"
+    )
+    page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.browser.conftest import full_shot
 from tests.web.helpers import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("engine")]
@@ -85,7 +86,7 @@ def test_cards_and_stdout_appear_before_the_program_ends(
     assert "ended" in page.text_content("#live")
     print(f"click -> first violation card: {first_card * 1000:.0f} ms")
     assert first_card < 5
-    page.screenshot(path=str(shots / "run.png"), full_page=True)
+    full_shot(page, shots / "run.png")
 
     # Allow the network and run again: the net card is gone, the fs card stays.
     page.check("#p-net")
@@ -178,7 +179,7 @@ def test_dropped_files_are_listed_with_sha256_and_download(
     assert page.locator("#ev-list .ev.cat-fs .ev-type", has_text="fs.drop").count() == 1
     href = page.get_attribute(".files a", "href")
     assert requests.get(site.url + href, timeout=5).content == content
-    page.screenshot(path=str(shots / "dropped-files.png"), full_page=True)
+    full_shot(page, shots / "dropped-files.png")
 
 
 def test_dns_card_names_the_query(site: LiveServer, page) -> None:

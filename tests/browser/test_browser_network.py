@@ -1,4 +1,4 @@
-"""The Network panel in Chromium with the real engine and the simulated internet: a run
+"""The Simulated internet panel in Chromium with the real engine and the simulated internet: a run
 with "Simulate internet" shows the names asked, the endpoints contacted (with our DNS name)
 and the captured requests; a capture leads to its event and to its payload artifact.
 The target checks it is in its own network namespace before it resolves anything."""
@@ -35,27 +35,27 @@ def test_network_panel_shows_names_endpoints_and_captures(site: LiveServer, page
     assert record["policy"]["permissions"]["network"] == "sim"
     assert "simulated response" in page.text_content("#stdout")
 
-    panel = page.locator("#network")
+    panel = page.locator("#simnet")
     assert panel.is_visible()
-    dns = page.text_content("#net-dns")
+    dns = page.text_content("#sim-dns")
     assert "stage2.example" in dns and "secure.example" in dns and "198.18." in dns
-    endpoints = page.text_content("#net-endpoints")
+    endpoints = page.text_content("#sim-endpoints")
     assert "stage2.example" in endpoints and ":80" in endpoints and ":443" in endpoints
     assert "203.0.113.9:4444" in endpoints
-    captures = page.text_content("#net-captures")
+    captures = page.text_content("#sim-captures")
     assert "GET /payload.bin HTTP/1.1" in captures
     assert "GET /login HTTP/1.1" in captures and "SNI secure.example" in captures
-    page.screenshot(path=str(shots / "network.png"), full_page=True, clip=_clip(page))
+    page.screenshot(path=str(shots / "net-sim.png"), full_page=True, clip=_clip(page))
 
     # A capture leads to its event...
-    page.click("#net-captures .net-link >> text=GET /payload.bin HTTP/1.1")
+    page.click("#sim-captures .sim-link >> text=GET /payload.bin HTTP/1.1")
     page.wait_for_function(
         "() => [...document.querySelectorAll('#ev-list .ev-type')].every(e => e.textContent === 'net.capture')"
         " && document.querySelectorAll('#ev-list .ev').length === 1"
     )
     assert "stage2.example" in page.text_content("#ev-list")
     # ... and to its payload, the bytes the program sent.
-    href = page.get_attribute("#net-captures .cap:has-text('payload.bin') .net-art", "href")
+    href = page.get_attribute("#sim-captures .cap:has-text('payload.bin') .sim-art", "href")
     art = requests.get(f"{site.url}{href}", timeout=5)
     assert art.status_code == 200 and art.content.startswith(b"GET /payload.bin HTTP/1.1\r\n")
 
@@ -64,7 +64,7 @@ def _clip(page) -> dict:
     """The violations down to the end of the Network panel (page coordinates)."""
     page.evaluate("window.scrollTo(0, 0)")
     top = page.locator("#violations").bounding_box()
-    net = page.locator("#network").bounding_box()
+    net = page.locator("#simnet").bounding_box()
     return {
         "x": 0,
         "y": top["y"] - 8,

@@ -84,7 +84,10 @@ def test_unknown_urls_ids_and_methods_use_the_error_shape(client: FlaskClient) -
     assert_error(client.get("/api/nothing"), 404, "not found")
     assert_error(client.delete("/api/runs"), 405, "not allowed")
     assert_error(client.get("/api/runs?limit=x"), 400, "whole numbers")
-    assert_error(client.get("/runs/12345678-1234-1234-1234-123456789abc"), 404, "no run")
+    # A permalink of a missing run is a page (404) that says so, not raw JSON.
+    page = client.get("/runs/12345678-1234-1234-1234-123456789abc")
+    assert page.status_code == 404 and page.mimetype == "text/html"
+    assert 'data-missing="12345678-1234-1234-1234-123456789abc"' in page.get_data(as_text=True)
 
 
 def test_history_is_newest_first_and_paginated(app: Flask, client: FlaskClient) -> None:

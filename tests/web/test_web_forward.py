@@ -4,6 +4,7 @@ when the API is unset or unreachable; plus the runner's watchdog backstop."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from bubble.jobs.runner import _watch
+from bubble.jobs.runner import CANCELLED, WATCHDOG, _watch
 from bubble.web import shutdown
 from tests.web.helpers import jobs_of, make_app
 
@@ -131,7 +132,7 @@ def test_watchdog_kills_the_whole_group_of_an_overrunning_launcher() -> None:
     assert proc.stdout is not None
     child = int(proc.stdout.readline())
     start = time.monotonic()
-    assert _watch(proc, 0.3) is True
+    assert _watch(proc, 0.3) == WATCHDOG
     assert 0.3 <= time.monotonic() - start < 5
     assert proc.returncode == -9
     deadline = time.monotonic() + 5
@@ -146,5 +147,34 @@ def test_watchdog_kills_the_whole_group_of_an_overrunning_launcher() -> None:
 
 def test_watchdog_leaves_a_launcher_that_ends_in_time() -> None:
     proc = subprocess.Popen(["/bin/true"], start_new_session=True)
-    assert _watch(proc, 5) is False
+    assert _watch(proc, 5) is None
     assert proc.returncode == 0
+
+
+def test_a_cancel_wakes_the_watch_and_ends_the_whole_group() -> None:
+    """The cancel path kills as the watchdog does: the launcher's group, grandchild too."""
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", "sleep 30 & echo $!; wait"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+    )
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    asked = threading.Event()
+    timer = threading.Timer(0.2, lambda: (asked.set(), os.eventfd_write(wake, 1)))
+    timer.start()
+    try:
+        assert _watch(proc, 60, wake, asked.is_set) == CANCELLED
+    finally:
+        timer.join()
+        os.close(wake)
+    assert proc.returncode == -9
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists():
+        if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.stdout.close()

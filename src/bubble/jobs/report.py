@@ -9,6 +9,7 @@ from typing import Any
 from bubble import events as ev
 from bubble.jobs import schema
 from bubble.jobs.store import Store
+from bubble.jobs.uploads import Uploads
 
 
 def counts(store: Store, run_id: str) -> dict[str, Any]:
@@ -46,9 +47,36 @@ def policy_view(policy: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def sample_view(sample: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a run ran: an upload's original name, sha256, size and type, or a command."""
+    if sample is None:
+        return None
+    keys = ("id", "kind", "name", "sha256", "size", "file_type", "interpreter")
+    return {k: sample.get(k) for k in keys}
+
+
+def rerun_request(run: dict[str, Any], sample: dict[str, Any] | None) -> dict[str, Any]:
+    """The `POST /api/runs` body that runs this again with the same policy, every option
+    included: the page loads it into its form, so a re-run differs only in what the user
+    changes there. An upload is named by its id (no new upload); its interpreter and
+    arguments are the words around the sample in argv."""
+    view = policy_view(run["policy"])
+    body: dict[str, Any] = {k: v for k, v in view.items() if k != "flags"}
+    body["timeout"] = run["timeout"]
+    command = list(run["command"])
+    if run.get("upload_id") and sample is not None:
+        here = "./" + Uploads.work_name(sample)
+        at = command.index(here) if here in command else 0
+        body.update(upload_id=run["upload_id"], interpreter=command[:at], args=command[at + 1 :])
+    else:
+        body["cmd"] = run.get("command_line") or shlex.join(command)
+    return body
+
+
 def run_report(store: Store, run: dict[str, Any]) -> dict[str, Any]:
     """The public view of a run row (links are added by the web layer)."""
     run_id = run["id"]
+    sample = store.get_sample(run["sample_id"]) if run.get("sample_id") else None
     terminal = run["status"] in schema.TERMINAL
     stored = run.get("counts") if terminal else None
     changes = run.get("fs_changes") or {}
@@ -78,6 +106,8 @@ def run_report(store: Store, run: dict[str, Any]) -> dict[str, Any]:
         "hint": run.get("hint"),
         "sample_id": run.get("sample_id"),
         "upload_id": run.get("upload_id"),
+        "sample": sample_view(sample),
+        "rerun": rerun_request(run, sample),
         "last_seq": run.get("last_seq", 0),
         "counts": stored or counts(store, run_id),
         "artifacts": arts,
@@ -88,8 +118,9 @@ def run_report(store: Store, run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_item(run: dict[str, Any]) -> dict[str, Any]:
-    """A run in the history list: enough to find it again, cheap to produce."""
+def list_item(run: dict[str, Any], sample: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run in the history list: enough to find it again, cheap to produce. `sample` (an
+    upload's row) gives its original name and sha256: every upload runs as `./sample`."""
     c = run.get("counts") or {}
     return {
         "id": run["id"],
@@ -102,4 +133,5 @@ def list_item(run: dict[str, Any]) -> dict[str, Any]:
         "duration_ms": run.get("duration_ms"),
         "alerts": c.get("alerts"),
         "events": c.get("events", run.get("last_seq", 0)),
+        "sample": sample_view(sample) if run.get("upload_id") else None,
     }

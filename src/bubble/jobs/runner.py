@@ -16,6 +16,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from bubble.policy import Policy, to_argv
 CAPTURES = "captures"  # the run folder's subfolder for --net-sim payloads
 GRACE = 2.0  # seconds the output pipes may stay open after the launcher ended
 READER_JOIN = 30.0
+# How often a watched run re-reads its status for a cancel asked through the store (by
+# another process); a cancel asked in this process wakes the watch at once.
+CANCEL_POLL = 0.5
 
 log = logging.getLogger("bubble.jobs")
 
@@ -43,6 +47,7 @@ class Runner:
         self.store = store
         self.hub = hub
         self._active: dict[str, subprocess.Popen[bytes]] = {}
+        self._wake: dict[str, int] = {}  # run id -> eventfd its watch also waits on
         self._lock = threading.Lock()
 
     def launcher_argv(
@@ -70,6 +75,19 @@ class Runner:
             procs = list(self._active.values())
         for proc in procs:
             _kill_group(proc.pid)
+
+    def cancel(self, run_id: str) -> bool:
+        """Wake the watch of `run_id` if it runs here: it sees the run's `cancelling`
+        status and kills the tree as the watchdog does. False if it does not run here."""
+        with self._lock:
+            fd = self._wake.get(run_id)
+            if fd is not None:
+                os.eventfd_write(fd, 1)
+        return fd is not None
+
+    def _cancel_asked(self, run_id: str) -> bool:
+        state = self.store.run_state(run_id)
+        return state is not None and state[0] == schema.CANCELLING
 
     def execute(
         self, run_id: str, argv: list[str], policy: Policy, workdir: Path, rundir: Path
@@ -99,8 +117,10 @@ class Runner:
         finally:
             for fd in (ev_w, out_w, err_w):
                 os.close(fd)
+        wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         with self._lock:
             self._active[run_id] = proc
+            self._wake[run_id] = wake
         stop = threading.Event()
         assert policy.timeout is not None
         pumps = [
@@ -113,10 +133,17 @@ class Runner:
         for thread in (*pumps, reader):
             thread.start()
         try:
-            fired = _watch(proc, policy.timeout + self.cfg.kill_margin)
+            ended_by = _watch(
+                proc,
+                policy.timeout + self.cfg.kill_margin,
+                wake,
+                lambda: self._cancel_asked(run_id),
+            )
         finally:
             with self._lock:
                 self._active.pop(run_id, None)
+                self._wake.pop(run_id, None)
+            os.close(wake)
         deadline = time.monotonic() + GRACE
         stop.set()
         for pump in pumps:
@@ -128,7 +155,8 @@ class Runner:
         reader.join(READER_JOIN)
         if reader.is_alive():
             log.error("run %s: the event reader did not finish", run_id)
-        result = RunResult(sink, proc.returncode, fired, pumps[0], pumps[1])
+        result = RunResult(sink, proc.returncode, ended_by == WATCHDOG, pumps[0], pumps[1])
+        result.cancelled = ended_by == CANCELLED
         result.complete = not reader.is_alive()
         return result
 
@@ -146,6 +174,7 @@ class RunResult:
     ) -> None:
         self.sink = sink
         self.complete = True  # False if events may still be arriving (never in practice)
+        self.cancelled = False  # a user's cancel killed the tree
         self.returncode = returncode
         self.watchdog_fired = watchdog_fired
         self.stdout = stdout
@@ -166,7 +195,11 @@ class RunResult:
             "ended_at": now_iso(),
         }
         error = _bubble_error(stderr_path) if self.returncode in (125, 126, 127) else None
-        if timed_out:
+        if self.cancelled:
+            values.update(status=schema.CANCELLED, error="cancelled by a user", hint="run it again")
+            if self.returncode < 0 and not exit_ev:
+                values["signal"] = -self.returncode
+        elif timed_out:
             values["status"] = schema.TIMEOUT
         elif error:
             message, _, hint = error.partition(" (hint: ")
@@ -187,17 +220,42 @@ class RunResult:
 KEEPER_GRACE = 0.2  # seconds for the launcher's keeper to end the tree after the launcher died
 
 
-def _watch(proc: subprocess.Popen[bytes], limit: float) -> bool:
-    """Wait for the launcher; kill its process group if it overruns `limit`. True if so.
+WATCHDOG = "watchdog"
+CANCELLED = "cancelled"
+
+
+def _watch(
+    proc: subprocess.Popen[bytes],
+    limit: float,
+    wake: int | None = None,
+    cancel_asked: Callable[[], bool] = lambda: False,
+) -> str | None:
+    """Wait for the launcher; kill its tree if it overruns `limit` (returns `WATCHDOG`) or
+    a cancel is asked (`CANCELLED`: `wake` became readable, or the store says so when
+    polled). None if it ended by itself.
 
     The group is killed while the launcher is still unreaped, so its PID (the group id)
     cannot have been reused by an unrelated process.
     """
     pidfd = os.pidfd_open(proc.pid)
+    deadline = time.monotonic() + limit
+    ended_by: str | None = None
     try:
-        ready = select.select([pidfd], [], [], limit)[0]
-        fired = not ready
-        if fired:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                ended_by = WATCHDOG
+                break
+            fds = [pidfd] if wake is None else [pidfd, wake]
+            ready = select.select(fds, [], [], min(left, CANCEL_POLL))[0]
+            if pidfd in ready:
+                break
+            if (wake in ready or not ready) and cancel_asked():
+                ended_by = CANCELLED
+                break
+            if wake is not None and wake in ready:
+                os.eventfd_read(wake)
+        if ended_by:
             _kill_group(proc.pid)
         else:
             # Stragglers that left the launcher's control (if any) go with the group.
@@ -206,7 +264,7 @@ def _watch(proc: subprocess.Popen[bytes], limit: float) -> bool:
     finally:
         os.close(pidfd)
     proc.wait()
-    return fired
+    return ended_by
 
 
 def _kill_group(pid: int) -> None:
@@ -239,6 +297,14 @@ def _bubble_error(stderr_path: Path) -> str | None:
 def orchestrator_notes(result: RunResult, timeout: float) -> list[dict[str, Any]]:
     """Events the orchestrator adds after the launcher's: watchdog and capped output."""
     notes: list[dict[str, Any]] = []
+    if result.cancelled:
+        notes.append(
+            {
+                "type": ev.MSG,
+                "action": "orchestrator.cancelled",
+                "message": "a user cancelled the run; its process tree was killed",
+            }
+        )
     if result.watchdog_fired:
         notes.append(
             {

@@ -28,7 +28,12 @@ COMPLETED = "completed"  # the launcher reported how the target ended (any exit 
 TIMEOUT = "timeout"  # the target was killed at its wall-clock limit
 FAILED = "failed"  # Bubble itself could not run it (bad program, launcher error)
 INTERRUPTED = "interrupted"  # the server stopped or crashed while the run was in flight
-TERMINAL = frozenset({COMPLETED, TIMEOUT, FAILED, INTERRUPTED})
+CANCELLED = "cancelled"  # a user asked to stop it; its tree was killed, its events kept
+# A running run a user asked to stop: a state in the store, so whichever worker executes the
+# run (a thread here, an RQ worker elsewhere) sees the request and kills its tree.
+CANCELLING = "cancelling"
+TERMINAL = frozenset({COMPLETED, TIMEOUT, FAILED, INTERRUPTED, CANCELLED})
+IN_FLIGHT = frozenset({QUEUED, RUNNING, CANCELLING})
 
 runs = Table(
     "runs",

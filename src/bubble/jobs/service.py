@@ -140,7 +140,10 @@ class Jobs:
             self._interrupt(run_id, "the server stopped before the run could start")
             return
         workdir = self.layout.work_dir(run_id)
-        self.store.update_run(run_id, status=schema.RUNNING, started_at=now_iso())
+        if not self.store.set_status_if(
+            run_id, schema.QUEUED, status=schema.RUNNING, started_at=now_iso()
+        ):
+            return  # cancelled while it waited
         self.hub.publish(run_id)
         known = Policy.__dataclass_fields__
         policy = Policy(**{k: v for k, v in run["policy"].items() if k in known})
@@ -230,19 +233,40 @@ class Jobs:
             self._interrupt(run_id, "the server stopped while the run was in flight")
             shutil.rmtree(self.layout.work_dir(run_id), ignore_errors=True)
 
+    def cancel(self, run_id: str) -> str | None:
+        """Ask a run to stop; returns its status now (None: no such run).
+
+        A queued run is cancelled at once (no worker has it). A running one moves to
+        `cancelling` in the store -- the request any worker executing it polls for -- and
+        the watch of a run executing in this process is woken to kill its tree now.
+        """
+        why = "a user cancelled the run before it started"
+        if self.store.set_status_if(run_id, schema.QUEUED, status=schema.CANCELLING):
+            self._end_unstarted(run_id, schema.CANCELLED, "orchestrator.cancelled", why)
+            shutil.rmtree(self.layout.work_dir(run_id), ignore_errors=True)
+        elif self.store.set_status_if(run_id, schema.RUNNING, status=schema.CANCELLING):
+            self.hub.publish(run_id)
+            self.runner.cancel(run_id)
+        state = self.store.run_state(run_id)
+        return state[0] if state else None
+
     def _interrupt(self, run_id: str, why: str) -> None:
+        self._end_unstarted(run_id, schema.INTERRUPTED, "orchestrator.interrupted", why)
+
+    def _end_unstarted(self, run_id: str, status: str, action: str, why: str) -> None:
+        """End a run no launcher is executing: one `sandbox.msg` saying why, then `status`."""
         state = self.store.run_state(run_id)
         rundir = self.run_dir(run_id)
         if state is not None and rundir.is_dir():
             sink = EventSink(self.store, self.hub, run_id, rundir / "events.ndjson")
             sink.seq = state[1]
             try:
-                sink.add([{"type": ev.MSG, "action": "orchestrator.interrupted", "message": why}])
+                sink.add([{"type": ev.MSG, "action": action, "message": why}])
             finally:
                 sink.close()
         self.store.update_run(
             run_id,
-            status=schema.INTERRUPTED,
+            status=status,
             ended_at=now_iso(),
             error=why,
             hint="run it again",

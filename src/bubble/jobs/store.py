@@ -81,6 +81,13 @@ class Store:
         with self._write() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
 
+    def set_status_if(self, run_id: str, expected: str, **values: Any) -> bool:
+        """Move a run out of status `expected` only if it is still there (compare and set:
+        a worker claiming a queued run and a user cancelling it cannot both win)."""
+        query = runs.update().where(runs.c.id == run_id, runs.c.status == expected)
+        with self._write() as conn:
+            return conn.execute(query.values(**values)).rowcount == 1
+
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
@@ -103,7 +110,7 @@ class Store:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def runs_in_flight(self) -> list[str]:
-        query = select(runs.c.id).where(runs.c.status.in_([schema.QUEUED, schema.RUNNING]))
+        query = select(runs.c.id).where(runs.c.status.in_(sorted(schema.IN_FLIGHT)))
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(query)]
 
@@ -179,6 +186,15 @@ class Store:
     def add_sample(self, row: dict[str, Any]) -> None:
         with self._write() as conn:
             conn.execute(samples.insert().values(**row))
+
+    def samples_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Several samples in one query (the history's names and hashes)."""
+        wanted = sorted({i for i in ids if i})
+        if not wanted:
+            return {}
+        query = select(samples).where(samples.c.id.in_(wanted))
+        with self.engine.connect() as conn:
+            return {r["id"]: dict(r) for r in conn.execute(query).mappings()}
 
     def get_sample(self, sample_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -37,6 +37,10 @@ class NotFound(ApiError):
     status = 404
 
 
+class Conflict(ApiError):
+    status = 409
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
 

@@ -7,19 +7,26 @@ from flask import Blueprint, current_app, render_template, request
 from werkzeug.wrappers import Response
 
 from bubble.web import security
+from bubble.web.errors import NotFound
 from bubble.web.runs import get_run_or_404, jobs
 
 bp = Blueprint("pages", __name__)
 
 
-def _page(run_id: str = "") -> str:
+TITLE = "Project Bubble — Sandbox Runner"
+
+
+def _page(run_id: str = "", title: str = TITLE, missing: str = "") -> str:
     cfg = jobs().cfg
     return render_template(
         "index.html",
         run_id=run_id,
+        title=title,
+        missing=missing,
         default_timeout=f"{cfg.default_timeout:g}",
         max_timeout=f"{cfg.max_timeout:g}",
         max_upload=cfg.max_upload,
+        output_cap=cfg.output_cap,
     )
 
 
@@ -29,9 +36,18 @@ def index() -> str:
 
 
 @bp.get("/runs/<run_id>")
-def run_page(run_id: str) -> str:
-    get_run_or_404(run_id)
-    return _page(run_id)
+def run_page(run_id: str) -> str | tuple[str, int]:
+    try:
+        run = get_run_or_404(run_id)
+    except NotFound:
+        # A page, not JSON: the link came from a person; the page says what is missing.
+        return _page(missing=run_id[:64]), 404
+    what = run.get("command_line") or " ".join(run["command"])
+    if run.get("upload_id") and run.get("sample_id"):
+        sample = jobs().store.get_sample(run["sample_id"])
+        if sample:
+            what = f"{sample['name']} ({sample['sha256'][:12]})"
+    return _page(run_id, title=f"{what[:80]} · {run['status']} — Bubble")
 
 
 @bp.get("/login")

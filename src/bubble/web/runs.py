@@ -7,9 +7,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 
+from bubble.jobs import schema
 from bubble.jobs.report import list_item, run_report
 from bubble.jobs.service import Jobs
-from bubble.web.errors import BadRequest, NotFound
+from bubble.web.errors import BadRequest, Conflict, NotFound
 from bubble.web.parse import json_body, parse_run
 
 bp = Blueprint("runs", __name__)
@@ -79,9 +80,10 @@ def list_runs() -> Response:
     if not 1 <= limit <= 200:
         raise BadRequest("limit must be between 1 and 200", "e.g. ?limit=20")
     rows = jobs().store.list_runs(limit, before_num)
+    samples = jobs().store.samples_by_id(r["sample_id"] for r in rows if r.get("upload_id"))
     items = []
     for row in rows:
-        item = list_item(row)
+        item = list_item(row, samples.get(row.get("sample_id") or ""))
         item["links"] = {"self": url_for("runs.get_run", run_id=row["id"])}
         item["links"]["page"] = url_for("pages.run_page", run_id=row["id"])
         items.append(item)
@@ -94,6 +96,20 @@ def list_runs() -> Response:
 @bp.get("/api/runs/<run_id>")
 def get_run(run_id: str) -> Response:
     return jsonify(describe(get_run_or_404(run_id)))
+
+
+@bp.delete("/api/runs/<run_id>")
+@bp.post("/api/runs/<run_id>/cancel")
+def cancel_run(run_id: str) -> tuple[Response, int]:
+    """Stop a run: a queued one never starts, a running one has its whole tree killed.
+    Its events so far stay; it ends `cancelled`. 409 if it had already ended."""
+    run = get_run_or_404(run_id)
+    if run["status"] in schema.TERMINAL:
+        raise Conflict(
+            f"run {run_id} has already ended ({run['status']})", "there is nothing to cancel"
+        )
+    status = jobs().cancel(run_id)
+    return jsonify({"id": run_id, "status": status, "links": links(run_id)}), 202
 
 
 @bp.get("/api/runs/<run_id>/artifacts/<artifact_id>")

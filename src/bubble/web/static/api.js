@@ -38,3 +38,5 @@ export function upload(file) {
   form.append("file", file);
   return request("/api/uploads", { method: "POST", body: form });
 }
+
+export const deleteJSON = (path) => request(path, { method: "DELETE" });

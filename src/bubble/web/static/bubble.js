@@ -1,10 +1,17 @@
-// The page: launch form, run history, and routing between `/` and `/runs/<id>`.
-import { ApiError, getJSON, postJSON, upload } from "./api.js";
+// The page: launch form, run bar (status, Cancel, Re-run), run history, and routing between
+// `/` and `/runs/<id>`. Opening a run loads its command or sample and its whole policy into
+// the form, so a re-run with another policy is a change and one click, never a new pick.
+import { ApiError, deleteJSON, getJSON, postJSON, upload } from "./api.js";
 import { $, clear, el, fmtInt, fmtTime } from "./dom.js";
 import { RunView } from "./live.js";
 
-const view = new RunView(() => loadHistory());
+const DEFAULT_TITLE = "Project Bubble — Sandbox Runner";
+const LIVE = new Set(["queued", "running", "cancelling"]);
+const view = new RunView((rec) => { showRecord(rec); loadHistory(); }, (status) => showStatus(status));
 let nextHistory = null;
+let loadedSample = null; // {id, name, sha256} of an upload loaded from a run: re-run it without a pick
+let current = null; // {id, status, what} of the run on screen
+let traceTouched = false; // the user set "Trace allowed network" themselves
 
 function showError(err) {
   const box = $("form-error");
@@ -15,27 +22,68 @@ function showError(err) {
   if (err instanceof ApiError && err.hint) box.append(el("span", { class: "muted" }, ` — ${err.hint}`));
 }
 
-/** `network`: true (host network), "sim" (the simulated internet inside the wall) or false. */
-function networkChoice() {
-  if ($("p-net").checked) return true;
-  return $("p-netsim").checked ? "sim" : false;
+/** A word list as a shell would read it back (for the args field). */
+function shellJoin(words) {
+  return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'"'"'`)}'`)).join(" ");
 }
 
-/** The policy part of a run request, from the toggles (the seed's body shape). */
+/** The policy part of a run request, from the toggles (the seed's body shape). Throws an
+ * ApiError for a value the server would refuse, so nothing is uploaded in vain. */
 function policyBody() {
+  const net = $("p-net").checked;
   const body = {
-    permissions: { fs_write: $("p-fswrite").checked, network: networkChoice() },
+    // network: true (host network), "sim" (the simulated internet inside the wall), false
+    permissions: { fs_write: $("p-fswrite").checked, network: net || ($("p-netsim").checked ? "sim" : false) },
     notify_exec: $("p-exec").checked,
     pidns: $("p-pidns").checked,
     diagnose: $("p-diag").checked,
   };
-  const timeout = Number($("p-timeout").value);
-  if ($("p-timeout").value !== "" && timeout > 0) body.timeout = timeout;
+  if (net && $("p-trace").checked) {
+    body.trace_net = true;
+    const peek = Number($("p-peek").value || "0");
+    if (!Number.isInteger(peek) || peek < 0 || peek > 512) {
+      throw new ApiError("peek must be a whole number of bytes from 0 to 512", "e.g. 64, or 0 for none");
+    }
+    if (peek) body.peek_tx = peek;
+  }
+  const raw = $("p-timeout").value.trim();
+  const max = Number(document.body.dataset.maxTimeout);
+  if (raw === "" && $("p-timeout").validity.badInput) {
+    throw new ApiError("the timeout is not a number", `give seconds, e.g. 8 (at most ${max})`);
+  }
+  if (raw !== "") {
+    const timeout = Number(raw);
+    if (!(timeout > 0)) throw new ApiError(`the timeout must be a positive number of seconds, not ${raw}`, `e.g. 8 (at most ${max})`);
+    body.timeout = timeout;
+  }
   return body;
 }
 
-/** Put a run's command and policy back into the form, so a re-run is one click. */
+/** Trace follows "Allow Network": on by default when allowed, impossible when denied. */
+function netToggles() {
+  const net = $("p-net").checked;
+  $("p-trace").disabled = !net;
+  if (!net) $("p-trace").checked = false;
+  else if (!traceTouched) $("p-trace").checked = true;
+  $("p-peek").disabled = !(net && $("p-trace").checked);
+}
+
+function loadSample(sample) {
+  loadedSample = sample;
+  $("sample-row").hidden = !sample;
+  $("sample-name").textContent = sample ? sample.name : "";
+  $("sample-sha").textContent = sample?.sha256 ? `sha256 ${sample.sha256}` : "";
+  uploadLabel();
+}
+
+function uploadLabel() {
+  const again = loadedSample && !$("file").files.length;
+  $("upload-btn").textContent = again ? "▶ Run Sample Again" : "⬆ Upload & Run";
+}
+
+/** Put a run's command or sample and its whole policy into the form (its `rerun` body). */
 function fillForm(rec) {
+  const body = rec.rerun || {};
   const p = rec.policy || {};
   $("p-fswrite").checked = !!p.permissions?.fs_write;
   $("p-net").checked = p.permissions?.network === true;
@@ -43,18 +91,64 @@ function fillForm(rec) {
   $("p-exec").checked = !!p.notify_exec;
   $("p-pidns").checked = !!p.pidns;
   $("p-diag").checked = !!p.diagnose;
+  traceTouched = true; // the run's own choice, kept as it was
+  $("p-trace").checked = !!p.trace_net;
+  $("p-peek").value = String(p.peek_tx || 0);
+  netToggles();
   if (rec.timeout) $("p-timeout").value = String(rec.timeout);
-  if (!rec.upload_id) $("cmd").value = rec.command_line || "";
+  $("file").value = "";
+  if (body.upload_id && rec.sample) {
+    $("cmd").value = "";
+    $("interp").value = shellJoin(body.interpreter || []);
+    $("args").value = shellJoin(body.args || []);
+    loadSample({ id: body.upload_id, name: rec.sample.name, sha256: rec.sample.sha256 });
+  } else {
+    $("cmd").value = body.cmd ?? rec.command_line ?? "";
+    $("interp").value = "";
+    $("args").value = "";
+    loadSample(null);
+  }
 }
 
-async function start(body) {
-  const buttons = [$("run-btn"), $("upload-btn")];
+function whatOf(rec) {
+  if (rec.sample?.kind === "upload") return `${rec.sample.name} (${(rec.sample.sha256 || "").slice(0, 12)})`;
+  return rec.command_line || "";
+}
+
+/** The run bar: what is on screen, its status, Cancel while it runs, Re-run after. */
+function showStatus(status) {
+  if (!current) return;
+  current.status = status;
+  $("runbar").hidden = false;
+  const badge = $("bar-status");
+  badge.className = `badge st-${status}`;
+  badge.textContent = status;
+  $("cancel-btn").hidden = !(status === "queued" || status === "running");
+  $("rerun-btn").hidden = LIVE.has(status);
+  document.title = `${current.what.slice(0, 80)} · ${status} — Bubble`;
+}
+
+function showRecord(rec) {
+  current = { id: rec.id, status: rec.status, what: whatOf(rec) };
+  $("bar-what").textContent = current.what;
+  $("bar-what").title = current.what;
+  const c = rec.counts || {};
+  const exit = rec.signal ? `signal ${rec.signal}` : rec.exit_code ?? null;
+  $("bar-counts").textContent = rec.done
+    ? `${exit !== null ? `exit ${exit} · ` : ""}${fmtInt(c.events ?? 0)} events · ⚠ ${fmtInt(c.alerts ?? 0)}`
+    : "";
+  showStatus(rec.status);
+}
+
+async function start(body, what) {
+  const buttons = [$("run-btn"), $("upload-btn"), $("rerun-btn")];
   buttons.forEach((b) => { b.disabled = true; });
   showError(null);
   try {
     const created = await postJSON("/api/runs", body);
     history.pushState({ id: created.id }, "", `/runs/${created.id}`);
-    view.open(created.id, null);
+    showRecord({ id: created.id, status: created.status, command_line: what });
+    view.open(created.id, { id: created.id, status: created.status, command_line: what });
     loadHistory();
   } catch (err) {
     showError(err);
@@ -63,38 +157,66 @@ async function start(body) {
   }
 }
 
-// Host network and the simulated one exclude each other.
-$("p-net").addEventListener("change", () => { if ($("p-net").checked) $("p-netsim").checked = false; });
-$("p-netsim").addEventListener("change", () => { if ($("p-netsim").checked) $("p-net").checked = false; });
-
-$("run-form").addEventListener("submit", (e) => {
-  e.preventDefault();
+function runCommand() {
   const cmd = $("cmd").value.trim();
   if (!cmd) { showError(new ApiError("enter a command", "e.g. /usr/bin/echo hello")); return; }
-  start({ cmd, ...policyBody() });
-});
+  let policy;
+  try { policy = policyBody(); } catch (err) { showError(err); return; }
+  start({ cmd, ...policy }, cmd);
+}
 
-$("upload-btn").addEventListener("click", async () => {
+async function runUpload() {
   const file = $("file").files[0];
-  if (!file) { showError(new ApiError("choose a file to upload", "or run a command instead")); return; }
+  if (!file && !loadedSample) { showError(new ApiError("choose a file to upload", "or run a command instead")); return; }
   const max = Number(document.body.dataset.maxUpload);
-  if (max && file.size > max) { showError(new ApiError("the file is too large", `the limit is ${fmtInt(max)} bytes`)); return; }
+  if (file && max && file.size > max) { showError(new ApiError("the file is too large", `the limit is ${fmtInt(max)} bytes`)); return; }
   showError(null);
   try {
-    const sample = await upload(file);
-    const body = { upload_id: sample.id, ...policyBody() };
+    const policy = policyBody();
+    const sample = file ? await upload(file) : loadedSample;
+    if (file) loadSample({ id: sample.id, name: sample.name, sha256: sample.sha256 });
+    $("file").value = "";
+    uploadLabel();
+    const body = { upload_id: sample.id, ...policy };
     if ($("interp").value.trim()) body.interpreter = $("interp").value.trim();
     if ($("args").value.trim()) body.args = $("args").value.trim();
-    await start(body);
+    await start(body, `${sample.name} (${(sample.sha256 || "").slice(0, 12)})`);
   } catch (err) {
     showError(err);
+  }
+}
+
+$("run-form").addEventListener("submit", (e) => { e.preventDefault(); runCommand(); });
+$("upload-btn").addEventListener("click", runUpload);
+$("file").addEventListener("change", uploadLabel);
+$("sample-clear").addEventListener("click", () => loadSample(null));
+$("p-net").addEventListener("change", netToggles);
+// Host network and the simulated one exclude each other.
+$("p-net").addEventListener("change", () => { if ($("p-net").checked) $("p-netsim").checked = false; });
+$("p-netsim").addEventListener("change", () => {
+  if ($("p-netsim").checked && $("p-net").checked) { $("p-net").checked = false; netToggles(); }
+});
+$("p-trace").addEventListener("change", () => { traceTouched = true; netToggles(); });
+$("rerun-btn").addEventListener("click", () => (loadedSample ? runUpload() : runCommand()));
+$("cancel-btn").addEventListener("click", async () => {
+  if (!current) return;
+  $("cancel-btn").disabled = true;
+  try {
+    const answer = await deleteJSON(`/api/runs/${current.id}`);
+    view.setStatus(answer.status);
+  } catch (err) {
+    showError(err);
+  } finally {
+    $("cancel-btn").disabled = false;
   }
 });
 
 async function openRun(id) {
   try {
     const rec = await getJSON(`/api/runs/${id}`);
+    showError(null);
     fillForm(rec);
+    showRecord(rec);
     view.open(id, rec);
   } catch (err) {
     showError(err);
@@ -103,6 +225,7 @@ async function openRun(id) {
 
 function historyItem(run) {
   const exit = run.signal ? `sig ${run.signal}` : run.exit_code ?? "";
+  const sample = run.sample;
   return el("li", { class: `h-item st-${run.status}`, "data-run": run.id },
     el("a", { href: `/runs/${run.id}`, class: "h-link", on: { click: (e) => {
       if (e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
@@ -110,7 +233,8 @@ function historyItem(run) {
       history.pushState({ id: run.id }, "", `/runs/${run.id}`);
       openRun(run.id);
     } } },
-      el("span", { class: "h-cmd" }, run.command_line),
+      el("span", { class: "h-cmd", title: run.command_line }, sample ? `⬆ ${sample.name}` : run.command_line),
+      sample ? el("span", { class: "h-sha", title: `sha256 ${sample.sha256}` }, `sha256 ${sample.sha256.slice(0, 16)}…`) : null,
       el("span", { class: "h-meta" },
         el("span", { class: `dot st-${run.status}`, title: run.status }),
         `${fmtTime(run.created_at)} · ${run.status}${exit !== "" ? ` · exit ${exit}` : ""}`,
@@ -135,14 +259,25 @@ async function loadHistory(more = false) {
 $("history-more").addEventListener("click", () => loadHistory(true));
 
 function route() {
+  const missing = document.body.dataset.missing;
+  $("missing").hidden = true;
   const m = location.pathname.match(/^\/runs\/([0-9a-f-]{36})$/);
-  if (m) openRun(m[1]);
+  if (missing && location.pathname === `/runs/${missing}`) {
+    $("missing").hidden = false;
+    $("missing").textContent = `There is no run ${missing}: it may have been deleted, or the link ` +
+      "is mistyped. Pick one from the history, or start a new run.";
+    view.close();
+  } else if (m) openRun(m[1]);
   else {
     view.close();
     view.setLive("idle", "idle");
+    current = null;
+    $("runbar").hidden = true;
+    document.title = DEFAULT_TITLE;
   }
 }
 
 window.addEventListener("popstate", route);
+netToggles();
 loadHistory();
 route();

@@ -1,21 +1,28 @@
 // One run on screen: two EventSource streams (events, output) feed queues that are drained
 // once per animation frame within a time budget, so a flood of 100,000 events never
 // blocks the page: parsing is spread over frames and only capped DOM work is done.
+import { getJSON } from "./api.js";
 import { $, atBottom, fmtBytes } from "./dom.js";
 import { EventList } from "./eventlist.js";
-import { NetworkPanel } from "./network.js";
+import { NetActivity } from "./netpanel.js";
+import { SimPanel } from "./simnet.js";
 import { renderSummary } from "./summary.js";
 import { Violations } from "./violations.js";
 
 const FRAME_BUDGET_MS = 10;
 const OUT_CAP = 256 * 1024; // characters of stdout/stderr kept on screen
+const QUEUED_POLL_MS = 1000; // a queued run has no events yet: ask when it starts
 
 export class RunView {
-  constructor(onEnd) {
+  /** onEnd(record) when a run ends; onStatus(status) whenever its status changes. */
+  constructor(onEnd, onStatus) {
     this.onEnd = onEnd;
+    this.onStatus = onStatus;
+    this.outputCap = Number(document.body.dataset.outputCap) || 0;
+    this.net = new NetActivity($("network"), $("net-list"), $("net-more"));
     this.violations = new Violations($("vio-list"), $("vio-empty"), $("vio-more"), $("vio-counts"));
     this.events = new EventList($("ev-list"), $("ev-hidden"), $("ev-count"), $("chips"), $("ev-filter"));
-    this.network = new NetworkPanel($("network"));
+    this.sim = new SimPanel($("simnet"));
     this.out = { stdout: $("stdout"), stderr: $("stderr") };
     this.sources = [];
     this.runId = null;
@@ -37,7 +44,34 @@ export class RunView {
     live.textContent = text;
   }
 
+  /** The run's status as far as the page knows; "● live" only once it really runs. */
+  setStatus(status) {
+    if (status === this.status) return;
+    this.status = status;
+    if (!this.done && !this.ended) {
+      if (status === "queued") this.setLive("waiting", "queued");
+      else if (status === "cancelling") this.setLive("waiting", "cancelling…");
+      else if (status === "running" && this.connected) this.setLive("on", "● live");
+    }
+    if (status === "queued") this.pollQueued();
+    this.onStatus?.(status);
+  }
+
+  pollQueued() {
+    clearTimeout(this.poll);
+    const id = this.runId;
+    this.poll = setTimeout(async () => {
+      if (id !== this.runId || this.status !== "queued") return;
+      try {
+        const rec = await getJSON(`/api/runs/${id}`);
+        if (id === this.runId && !this.done) this.setStatus(rec.status);
+      } catch { /* the event stream reports a lost server */ }
+      if (id === this.runId && this.status === "queued") this.pollQueued();
+    }, QUEUED_POLL_MS);
+  }
+
   close() {
+    clearTimeout(this.poll);
     for (const src of this.sources) src.close();
     this.sources = [];
     cancelAnimationFrame(this.frame);
@@ -54,22 +88,33 @@ export class RunView {
     this.outDirty = false;
     this.ended = null;
     this.done = false;
+    this.connected = false;
+    this.status = null;
     document.body.dataset.runState = "live";
     this.violations.reset();
+    this.net.reset();
     this.events.reset();
-    this.network.reset(id);
+    this.sim.reset(id);
     for (const pre of Object.values(this.out)) pre.textContent = "";
     $("stderr-size").textContent = "";
     $("out-note").hidden = true;
     this.showStream("stdout");
-    if (record) renderSummary($("summary-body"), record);
-    this.setLive("waiting", record?.status === "queued" ? "queued" : "connecting…");
+    if (record) renderSummary($("summary-body"), record, this.outputCap);
+    this.setLive("waiting", "connecting…");
+    this.setStatus(record?.status ?? "queued");
 
     // Batches: one message per group of events that are ready together (a flood), so
     // the browser's per-message cost is paid once per batch, not once per event.
     const events = new EventSource(`/api/runs/${id}/events?batch=500`);
-    events.onopen = () => { if (!this.ended && !this.done) this.setLive("on", "● live"); };
+    events.onopen = () => {
+      this.connected = true;
+      if (this.ended || this.done) return;
+      const waiting = { queued: "queued", cancelling: "cancelling…" }[this.status];
+      if (this.status === "running") this.setLive("on", "● live");
+      else this.setLive("waiting", waiting ?? "loading…");
+    };
     events.addEventListener("events", (msg) => {
+      if (this.status === "queued") this.setStatus("running");
       for (const line of msg.data.split("\n")) this.queue.push(line);
       this.schedule();
     });
@@ -97,7 +142,9 @@ export class RunView {
     this.text[name] = this.text[name].slice(-OUT_CAP);
     const note = $("out-note");
     note.hidden = false;
-    note.textContent = `Showing the last ${fmtBytes(OUT_CAP)} of ${name}; download the artifact for all of it.`;
+    const kept = this.outputCap ? `up to its first ${fmtBytes(this.outputCap)}` : "what was kept";
+    note.textContent = `Showing the last ${fmtBytes(OUT_CAP)} of ${name} here; ` +
+      `the ${name} artifact in the summary holds ${kept}.`;
   }
 
   schedule() {
@@ -114,8 +161,9 @@ export class RunView {
     }
     if (this.head >= q.length) { this.queue = []; this.head = 0; }
     this.violations.flush();
+    this.net.flush();
     this.events.flush();
-    this.network.flush();
+    this.sim.flush();
     if (this.outDirty) this.flushOutput();
     if (this.queue.length || this.events.behind) this.schedule();
     else if (this.ended) this.finish();
@@ -126,7 +174,11 @@ export class RunView {
     try { ev = JSON.parse(raw); } catch { return; }
     this.events.add(raw, ev);
     if (ev.type === "policy.alert") this.violations.add(ev);
-    else if (ev.type.startsWith("net.")) this.network.add(ev);
+    else if (ev.type === "net.dns" || ev.type === "net.capture") this.sim.add(ev);
+    else if (typeof ev.type === "string" && ev.type.startsWith("net.")) {
+      this.net.add(ev);
+      this.sim.add(ev); // endpoints contacted, named by our DNS when it answered
+    }
   }
 
   flushOutput() {
@@ -145,9 +197,11 @@ export class RunView {
     const record = this.ended;
     this.ended = null;
     this.done = true;
-    renderSummary($("summary-body"), record);
+    clearTimeout(this.poll);
+    renderSummary($("summary-body"), record, this.outputCap);
     this.setLive(`ended st-${record.status}`, `ended · ${record.status}`);
     document.body.dataset.runState = "ended";
+    this.setStatus(record.status);
     this.onEnd?.(record);
   }
 }

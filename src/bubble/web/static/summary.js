@@ -3,8 +3,9 @@ import { clear, el, fmtBytes, fmtInt, fmtMs } from "./dom.js";
 
 const STATUS_TEXT = {
   queued: "Queued", running: "Running", completed: "Completed", timeout: "Timed out",
-  failed: "Failed", interrupted: "Interrupted",
+  failed: "Failed", interrupted: "Interrupted", cancelling: "Cancelling…", cancelled: "Cancelled",
 };
+const ARTIFACT_ORDER = ["stdout", "stderr", "events"];
 
 function item(label, ...value) {
   return el("div", { class: "kv" }, el("span", { class: "k" }, label), el("span", { class: "v" }, ...value));
@@ -36,6 +37,29 @@ function dropped(f) {
   return parts;
 }
 
+function deleted(f) {
+  return el("span", { class: "muted" }, `(${f.kind}${f.size != null ? `, ${fmtBytes(f.size)} before` : ""})`);
+}
+
+/** An upload's original name, sha256 and size, with a download under that name. */
+function sampleItem(rec) {
+  const s = rec.sample;
+  if (!s || s.kind !== "upload") return null;
+  return el("div", { class: "sum-row sample", id: "sum-sample" },
+    item("Sample:", el("code", { class: "fname" }, s.name),
+      el("span", { class: "muted" }, ` (${s.file_type ?? "file"}, ${fmtBytes(s.size)})`)),
+    item("sha256:", el("code", { class: "sha", id: "sum-sha" }, s.sha256 ?? "–")),
+    rec.upload_id ? el("a", { href: `/api/uploads/${rec.upload_id}`, download: "", class: "sample-dl" }, "download sample") : null);
+}
+
+/** What of the output was kept: all of it, or the first `cap` bytes of a stream. */
+function artifactLink(art, cap) {
+  const capped = cap && (art.kind === "stdout" || art.kind === "stderr") && art.size >= cap;
+  return item(`${art.kind}:`, el("a", { href: art.url, download: "", class: "artifact", "data-kind": art.kind },
+    `${art.kind === "events" ? "events.ndjson" : `${art.kind}.txt`} (${fmtBytes(art.size)})`),
+  capped ? el("span", { class: "muted" }, ` — the first ${fmtBytes(cap)} were kept, the rest dropped`) : null);
+}
+
 function modified(f) {
   const parts = [el("span", { class: "muted" }, `(${fmtBytes(f.size_before)} → ${fmtBytes(f.size_after)})`)];
   if (f.sha256) parts.push(" ", el("code", { class: "sha", title: "sha256 after" }, f.sha256));
@@ -43,13 +67,13 @@ function modified(f) {
 }
 
 /** Render a run record (GET /api/runs/<id>, or the data of the stream's `end` event). */
-export function renderSummary(box, rec) {
+export function renderSummary(box, rec, outputCap = 0) {
   clear(box);
   const status = rec.status || "queued";
   const counts = rec.counts || {};
   box.append(el("div", { class: "sum-row" },
     el("span", { class: `badge st-${status}`, id: "run-status" }, STATUS_TEXT[status] || status),
-    item("Command:", el("code", {}, rec.command_line || "")),
+    item("Command:", el("code", { id: "sum-command" }, rec.command_line || "")),
     item("Exit:", el("span", { id: "run-exit" }, exitText(rec))),
     item("Duration:", fmtMs(rec.duration_ms)),
     item("Max RSS:", rec.max_rss_kb != null ? `${fmtInt(rec.max_rss_kb)} KB` : "–"),
@@ -60,17 +84,17 @@ export function renderSummary(box, rec) {
   if (rec.error) {
     box.append(el("p", { class: "error" }, rec.error, rec.hint ? el("span", { class: "muted" }, ` — ${rec.hint}`) : null));
   }
+  const sample = sampleItem(rec);
+  if (sample) box.append(sample);
   box.append(...(fileList("▤ Dropped Files", rec.dropped_files, rec, dropped) || []));
   box.append(...(fileList("✎ Modified Files", rec.modified_files, rec, modified) || []));
+  box.append(...(fileList("✗ Deleted Files", rec.deleted_files, rec, deleted) || []));
   const ids = el("div", { class: "sum-row ids" },
     item("Sample ID:", el("code", {}, rec.sample_id || "–")),
     item("Run ID:", el("code", { id: "run-id" }, rec.id)),
     item("Permalink:", el("a", { href: `/runs/${rec.id}`, id: "permalink" }, `/runs/${rec.id}`)));
-  for (const art of rec.artifacts || []) {
-    if (art.kind === "dropped") continue;
-    ids.append(item(`${art.kind}:`, el("a", { href: art.url, download: "", class: "artifact", "data-kind": art.kind },
-      `${art.id.slice(0, 8)}… (${fmtBytes(art.size)})`)));
-  }
-  if (rec.offline) ids.append(el("span", { class: "badge offline" }, "⚠ Offline mode"));
+  const arts = (rec.artifacts || []).filter((a) => ARTIFACT_ORDER.includes(a.kind));
+  arts.sort((a, b) => ARTIFACT_ORDER.indexOf(a.kind) - ARTIFACT_ORDER.indexOf(b.kind));
+  for (const art of arts) ids.append(artifactLink(art, outputCap));
   box.append(ids);
 }

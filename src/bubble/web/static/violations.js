@@ -1,7 +1,9 @@
-// Security Violations: one colour-coded card per distinct violation (category, syscall,
-// errno and context), with a count for repeats. The DOM holds at most CARD_CAP cards;
-// beyond that distinct violations are counted, not drawn (the data stays in All Events).
-import { clear, el, fmtInt, fmtTime } from "./dom.js";
+// Security Violations: one colour-coded card per operation (category, syscall, errno) and
+// pattern of what it touched (patterns.js), with a count, first/last time and the distinct
+// values on demand. The DOM holds at most CARD_CAP cards; beyond that groups are counted,
+// not drawn (the data stays in All Events).
+import { clear, el, fmtInt } from "./dom.js";
+import { PatternGroups, examples, refresh } from "./patterns.js";
 
 const CARD_CAP = 200;
 const CATEGORIES = ["fs", "net", "sys"];
@@ -42,19 +44,19 @@ function context(ev) {
   return out;
 }
 
-function groupKey(ev) {
-  return [ev.category, ev.syscall, ev.denied, ev.path, ev.path2, ev.flags, ev.peer, ev.port,
-    ev.family, ev.sock_type, ev.detail, ev.dns_name, ev.dns_type].join("\u0000");
+function operation(ev) {
+  return [ev.category, ev.syscall, ev.denied ?? ev.reason].join(" ");
 }
 
 export class Violations {
   constructor(list, empty, more, counts) {
     Object.assign(this, { list, empty, more, counts });
+    this.groups = new PatternGroups(operation);
     this.reset();
   }
 
   reset() {
-    this.groups = new Map();
+    this.groups.reset();
     this.fresh = [];
     this.dirty = new Set();
     this.byCat = { fs: 0, net: 0, sys: 0 };
@@ -68,16 +70,11 @@ export class Violations {
 
   /** Count one policy.alert; drawing waits for flush(). */
   add(ev) {
-    const key = groupKey(ev);
-    let group = this.groups.get(key);
-    if (!group) {
-      group = { ev, count: 0, last: ev.ts, node: null };
-      this.groups.set(key, group);
+    const [group, isNew] = this.groups.add(ev);
+    if (isNew) {
       if (this.groups.size <= CARD_CAP) this.fresh.push(group);
       else this.undrawn += 1;
     }
-    group.count += 1;
-    group.last = ev.ts;
     this.dirty.add(group);
     this.total += 1;
     const cat = CATEGORIES.includes(ev.category) ? ev.category : "sys";
@@ -90,17 +87,27 @@ export class Violations {
     group.countEl = el("span", { class: "v-count", title: "times seen" });
     group.timeEl = el("span", { class: "v-time" });
     const ctx = el("dl", { class: "v-ctx" });
+    const isPath = ev.path !== undefined && ev.path !== null;
+    const own = isPath ? "path" : "peer";
+    // Once a second distinct value arrives, the pattern row appears and the first event's
+    // own path or peer becomes its example.
+    group.patternRow = [el("dt", { hidden: true }, "pattern"), el("dd", { class: "v-pattern", hidden: true }, group.pattern)];
+    ctx.append(...group.patternRow);
     for (const [label, value] of context(ev)) {
-      ctx.append(el("dt", {}, label), el("dd", {}, value));
+      if (label === "pid") continue;
+      const dt = el("dt", {}, label);
+      if (label === own) group.ownLabel = dt;
+      ctx.append(dt, el("dd", {}, value));
     }
-    return el("div", { class: `vcard cat-${cat}`, "data-category": cat },
+    return el("div", { class: `vcard cat-${cat}`, "data-category": cat, "data-pattern": group.pattern },
       el("div", { class: "v-head" },
         el("span", { class: "v-cat" }, cat.toUpperCase()),
         el("span", { class: "v-sys" }, ev.syscall ?? "?"),
         el("span", { class: "v-errno" }, ev.denied ?? ev.reason ?? ""),
         group.countEl, group.timeEl),
       intent(ev) && el("div", { class: "v-intent" }, intent(ev)),
-      ctx);
+      ctx,
+      examples(group, isPath ? "paths" : "endpoints"));
   }
 
   /** Draw new cards and refresh changed counts (once per animation frame). */
@@ -113,9 +120,11 @@ export class Violations {
     }
     if (!this.dirty.size) return;
     for (const group of this.dirty) {
-      if (!group.node) continue;
-      group.countEl.textContent = group.count > 1 ? `×${fmtInt(group.count)}` : "";
-      group.timeEl.textContent = fmtTime(group.last);
+      refresh(group);
+      if (group.node && group.values.size > 1 && group.patternRow[0].hidden) {
+        for (const node of group.patternRow) node.hidden = false;
+        if (group.ownLabel) group.ownLabel.textContent = "e.g.";
+      }
     }
     this.dirty.clear();
     this.empty.hidden = this.total > 0;
@@ -126,7 +135,7 @@ export class Violations {
       }
     }
     this.more.hidden = this.undrawn === 0;
-    this.more.textContent = `+${fmtInt(this.undrawn)} more distinct violations not drawn ` +
+    this.more.textContent = `+${fmtInt(this.undrawn)} more patterns not drawn ` +
       "(filter All Events by category to see them)";
   }
 }

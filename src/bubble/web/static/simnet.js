@@ -1,4 +1,4 @@
-// The Network panel (--net-sim): which names the program asked our DNS, which endpoints it
+// The Simulated internet panel (--net-sim): which names the program asked our DNS, which endpoints it
 // contacted (with the name when the address came from our DNS), and what it sent, each
 // clickable to its events (filters the event list) and to the captured payload's artifact.
 // Every target-controlled string goes in as text (dom.js).
@@ -6,10 +6,10 @@ import { $, clear, el, fmtBytes, fmtInt } from "./dom.js";
 
 const ROWS_CAP = 500; // rows per list; a flood is counted, not drawn
 
-export class NetworkPanel {
+export class SimPanel {
   constructor(panel) {
     this.panel = panel;
-    this.lists = { dns: $("net-dns"), endpoints: $("net-endpoints"), captures: $("net-captures") };
+    this.lists = { dns: $("sim-dns"), endpoints: $("sim-endpoints"), captures: $("sim-captures") };
     this.reset(null);
   }
 
@@ -76,48 +76,49 @@ export class NetworkPanel {
   }
 
   eventsLink(label, seqs) {
-    return el("button", { type: "button", class: "net-link", title: `events #${seqs.join(", #")}`,
+    return el("button", { type: "button", class: "sim-link", title: `events #${seqs.join(", #")}`,
       on: { click: () => this.showEvents(seqs) } }, label);
   }
 
   flush() {
     if (!this.dirty) return;
     this.dirty = false;
-    this.panel.hidden = false;
+    // Allowed connects also come from --trace-net; the panel is for the simulated internet.
+    this.panel.hidden = !(this.names.size || this.captures.length);
     const { dns, endpoints, captures } = this.lists;
     clear(dns);
     for (const e of [...this.names.values()].slice(0, ROWS_CAP)) {
-      dns.append(el("li", { class: "net-row" },
+      dns.append(el("li", { class: "sim-row" },
         this.eventsLink(e.name, e.seqs),
-        el("span", { class: "net-tag" }, e.type),
+        el("span", { class: "sim-tag" }, e.type),
         el("span", { class: "muted" }, e.answers.size ? `→ ${[...e.answers].join(", ")}` : "→ (none)"),
         e.seqs.length > 1 ? el("span", { class: "muted" }, ` ×${fmtInt(e.seqs.length)}`) : null));
     }
     clear(endpoints);
     for (const e of [...this.endpoints.values()].slice(0, ROWS_CAP)) {
       const name = e.name || this.byAddress.get(e.addr);
-      endpoints.append(el("li", { class: "net-row" },
+      endpoints.append(el("li", { class: "sim-row" },
         this.eventsLink(e.addr.includes(":") ? `[${e.addr}]:${e.port}` : `${e.addr}:${e.port}`, e.seqs),
-        name ? el("span", { class: "net-name" }, name) : null,
+        name ? el("span", { class: "sim-name" }, name) : null,
         el("span", { class: "muted" }, `${fmtInt(e.seqs.length)} event${e.seqs.length > 1 ? "s" : ""}` +
           (e.bytes ? ` · ${fmtBytes(e.bytes)} sent` : ""))));
     }
     clear(captures);
     for (const c of this.captures.slice(-ROWS_CAP)) captures.append(this.captureRow(c));
-    $("net-counts").textContent = `${fmtInt(this.names.size)} names · ` +
+    $("sim-counts").textContent = `${fmtInt(this.names.size)} names · ` +
       `${fmtInt(this.endpoints.size)} endpoints · ${fmtInt(this.captures.length)} captures`;
   }
 
   captureRow(c) {
     const what = c.http_request || (c.tls_sni ? `TLS ${c.tls_sni}` : c.text.slice(0, 80) || "(nothing sent)");
     const where = c.peer.includes(":") ? `[${c.peer}]:${c.port}` : `${c.peer}:${c.port}`;
-    return el("li", { class: `net-row cap proto-${c.proto}` },
-      el("span", { class: "net-tag" }, c.proto),
+    return el("li", { class: `sim-row cap proto-${c.proto}` },
+      el("span", { class: "sim-tag" }, c.proto),
       this.eventsLink(what, [c.seq]),
       el("span", { class: "muted" }, `${c.http_host || c.dns_name || where} · ${fmtBytes(c.bytes)}`),
-      c.tls_sni && c.http_request ? el("span", { class: "net-name" }, `SNI ${c.tls_sni}`) : null,
+      c.tls_sni && c.http_request ? el("span", { class: "sim-name" }, `SNI ${c.tls_sni}`) : null,
       c.artifact && this.runId
-        ? el("a", { class: "net-art", href: `/api/runs/${this.runId}/artifacts/${c.artifact}`,
+        ? el("a", { class: "sim-art", href: `/api/runs/${this.runId}/artifacts/${c.artifact}`,
             title: `sha256 ${c.sha256}` }, "payload ⬇")
         : null);
   }
