@@ -14,7 +14,8 @@ from bubble.policy import FLAGS, Policy, convert
 
 USAGE = """\
 usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--diagnose]
-                  [--trace-net] [--peek-tx=N] [--timeout S] [--memory SIZE] [--cpu S]
+                  [--trace-net] [--peek-tx=N] [--net-sim [--captures DIR] [--http-body FILE]]
+                  [--timeout S] [--memory SIZE] [--cpu S]
                   [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root [--keep-caps]]
                   [--policy FILE] [--allow-write DIR]...
                   [--fs-overlay[=DIR] [--keep-layer] [--max-layer SIZE]]
@@ -28,7 +29,8 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
 _VALUE_KINDS = ("int", "seconds", "size", "str", "list")
 
 
-_OWN_VALUES = ("--events", "--events-fd", "--policy")
+# Flags with a value that are not policy fields: where things go, and the policy file.
+_OWN_VALUES = ("--events", "--events-fd", "--policy", "--captures", "--http-body")
 
 
 def _merged(old: object, items: tuple[str, ...]) -> tuple[str, ...]:
@@ -38,11 +40,21 @@ def _merged(old: object, items: tuple[str, ...]) -> tuple[str, ...]:
 class RunArgs:
     """The parsed `bubble run` command line."""
 
-    def __init__(self, policy: Policy, argv: list[str], events: str | None, events_fd: int | None):
+    def __init__(
+        self,
+        policy: Policy,
+        argv: list[str],
+        events: str | None,
+        events_fd: int | None,
+        captures: str | None = None,
+        http_body: str | None = None,
+    ):
         self.policy = policy
         self.argv = argv
         self.events = events
         self.events_fd = events_fd
+        self.captures = captures
+        self.http_body = http_body
 
 
 def parse_run(args: list[str]) -> RunArgs:
@@ -50,6 +62,8 @@ def parse_run(args: list[str]) -> RunArgs:
     values: dict[str, object] = {}
     events: str | None = None
     events_fd: int | None = None
+    captures: str | None = None
+    http_body: str | None = None
     i = 0
     while i < len(args):
         arg = args[i]
@@ -71,6 +85,10 @@ def parse_run(args: list[str]) -> RunArgs:
                 events = text
             elif flag == "--events-fd":
                 events_fd = convert(flag, "int", text)
+            elif flag == "--captures":
+                captures = text
+            elif flag == "--http-body":
+                http_body = text
             elif flag == "--policy":
                 from bubble import scopes
 
@@ -102,14 +120,25 @@ def parse_run(args: list[str]) -> RunArgs:
         raise UsageError("--events and --events-fd both given", "choose one place for events")
     if events_fd is not None and events_fd < 0:
         raise UsageError(f"--events-fd {events_fd} is not a descriptor", "give a number >= 0")
-    return RunArgs(Policy(**values), argv, events, events_fd)  # type: ignore[arg-type]
+    policy = Policy(**values)  # type: ignore[arg-type]
+    if (captures or http_body) and not policy.net_sim:
+        flag = "--captures" if captures else "--http-body"
+        raise UsageError(f"{flag} is an option of --net-sim", "add --net-sim")
+    return RunArgs(policy, argv, events, events_fd, captures, http_body)
 
 
 def _run(args: list[str]) -> int:
     parsed = parse_run(args)
     from bubble.sandbox.launcher import launch
 
-    status = launch(parsed.policy, parsed.argv, events=parsed.events, events_fd=parsed.events_fd)
+    status = launch(
+        parsed.policy,
+        parsed.argv,
+        events=parsed.events,
+        events_fd=parsed.events_fd,
+        captures=parsed.captures,
+        http_body=parsed.http_body,
+    )
     # Everything is written and the tree is gone: skip the interpreter's teardown (~10 ms of
     # every run's wall time, measured in docs/benchmarks.md).
     sys.stdout.flush()

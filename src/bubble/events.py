@@ -28,6 +28,8 @@ NET_CONNECT = "net.connect"
 NET_BIND = "net.bind"
 NET_SEND = "net.send"
 NET_PEEK = "net.tx.peek"
+NET_DNS = "net.dns"  # --net-sim: a question our DNS server answered
+NET_CAPTURE = "net.capture"  # --net-sim: what a connection or datagram carried
 MSG = "sandbox.msg"
 FS_DROP = "fs.drop"  # the launcher's, from the layer (--fs-overlay); else the orchestrator's
 
@@ -91,6 +93,44 @@ class Call:
     decided_by: str | None = None  # who decided a held call: helper | analyst
     ret: int | None = None  # EMULATE_RET: the value the call returned without running
     ask_timeout_s: float | None = None  # policy.ask: denied when unanswered this long
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dns:
+    """--net-sim: our DNS server answered a question (`answer` "" when it had none)."""
+
+    type: str = NET_DNS
+    dns_name: str
+    dns_type: str
+    answer: str
+    proto: str  # udp | tcp
+    peer: str | None = None  # the server address the target asked
+    pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capture:
+    """--net-sim: one TCP connection or UDP datagram the sinkhole received, with what it
+    recognised in the payload. `sha256`/`artifact` name the kept payload (up to the bound)."""
+
+    type: str = NET_CAPTURE
+    peer: str
+    port: int
+    proto: str  # tcp | udp | tls (a terminated TLS connection: the bytes are the plaintext)
+    bytes: int
+    hex: str
+    text: str
+    dns_name: str | None = None  # the name our DNS gave `peer`
+    http_request: str | None = None
+    http_host: str | None = None
+    http_method: str | None = None
+    http_path: str | None = None
+    tls_sni: str | None = None
+    truncated: bool | None = None  # the payload reached the per-connection bound
+    ended: str | None = None  # closed | idle | lifetime | limit | run-end
+    sha256: str | None = None
+    artifact: str | None = None
+    pid: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,13 +201,53 @@ def exact_list(texts: list[str]) -> tuple[list[str], list[str] | None]:
     return [t for t, _ in shown], [t.encode("utf-8", "surrogateescape").hex() for t in texts]
 
 
-Event = Spawn | Call | Msg | Exit | Drop
-EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Msg, Exit, Drop)
+Event = Spawn | Call | Dns | Capture | Msg | Exit | Drop
+EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Dns, Capture, Msg, Exit, Drop)
 
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_CLASSES}
 # Fields serialised even when None (null says "no exit code: killed by a signal").
 _KEEP_NULL: dict[type, frozenset[str]] = {cls: frozenset() for cls in EVENT_CLASSES}
 _KEEP_NULL[Exit] = frozenset({"exit_code", "signal"})
+
+
+# The records the simulated internet hands the supervisor: type -> class. Checked field by
+# field, because they are built from hostile traffic in another process.
+RECORD_CLASSES: dict[str, type] = {NET_DNS: Dns, NET_CAPTURE: Capture, MSG: Msg}
+# class -> field -> the one value type it takes ("int | None" -> "int"; annotations are text).
+_RECORD_FIELDS = {
+    cls: {f.name: str(f.type).split(" |")[0] for f in fields(cls)}
+    for cls in RECORD_CLASSES.values()
+}
+
+
+def to_record(event: Dns | Capture | Msg) -> dict[str, object]:
+    """The event as a plain mapping (None fields left out), for `from_record` elsewhere."""
+    return {
+        name: value
+        for name in _FIELD_NAMES[type(event)]
+        if (value := getattr(event, name)) is not None
+    }
+
+
+def from_record(record: object) -> Dns | Capture | Msg:
+    """The typed event for a record; unknown types or keys and wrong value types are errors
+    (ValueError), so a confused or compromised producer cannot forge other events."""
+    if not isinstance(record, dict):
+        raise ValueError("a record is a JSON object")
+    cls = RECORD_CLASSES.get(str(record.get("type")))
+    if cls is None:
+        raise ValueError(f"unknown record type {record.get('type')!r}")
+    kinds = _RECORD_FIELDS[cls]
+    for key, value in record.items():
+        want = kinds.get(key)
+        if want is None:
+            raise ValueError(f"{cls.__name__} has no field {key!r}")
+        if type(value).__name__ != want:
+            raise ValueError(f"{key}: expected {want}, got {type(value).__name__}")
+    try:
+        return cls(**record)
+    except TypeError as err:  # a required field is missing
+        raise ValueError(str(err)) from None
 
 
 class Clock:

@@ -25,6 +25,7 @@ class Policy:
 
     deny_fs: bool = True
     deny_net: bool = True
+    net_sim: bool = False  # inside the wall: our DNS answers, a sinkhole accepts (netsim/)
     notify_exec: bool = False
     pidns: bool = False
     diagnose: bool = False
@@ -58,6 +59,11 @@ class Policy:
             raise UsageError(
                 "--trace-net observes allowed network traffic, but the network is denied",
                 "add --deny-net=0 to allow and trace it",
+            )
+        if self.net_sim and not self.deny_net:
+            raise UsageError(
+                "--net-sim runs inside the network wall, which --deny-net=0 removes",
+                "drop --deny-net=0 (the simulated internet never reaches the real one)",
             )
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be positive", "give seconds, e.g. --timeout 30")
@@ -202,6 +208,7 @@ def parse_size(flag: str, text: str) -> int:
 FLAGS: dict[str, tuple[str, str]] = {
     "--deny-fs": ("deny_fs", "01"),
     "--deny-net": ("deny_net", "01"),
+    "--net-sim": ("net_sim", "switch"),
     "--notify-exec": ("notify_exec", "switch"),
     "--pidns": ("pidns", "switch"),
     "--diagnose": ("diagnose", "switch"),

@@ -340,3 +340,24 @@ def test_fs_write_takes_only_true_false_or_overlay(served: ServeProcess) -> None
         timeout=10,
     )
     assert resp.status_code == 400 and "overlay" in resp.json()["error"]
+
+
+def test_simulated_internet_records_and_keeps_the_payload(
+    served: ServeProcess, listener: tuple[int, list[bytes]]
+) -> None:
+    """`permissions.network: "sim"`: the connection reaches the sinkhole inside the wall, not
+    the host's listener, and its payload is a run artifact named by its net.capture."""
+    port, received = listener
+    run_id = post_run(
+        served.url, cmd=["python3", "-c", PROBE, str(port)], permissions={"network": "sim"}
+    )
+    rec = wait_done(served.url, run_id)
+    assert rec["policy"]["permissions"]["network"] == "sim"
+    assert "connect: allowed" in artifact(served.url, rec, "stdout").decode()
+    [cap] = [e for e in all_events(served.url, run_id) if e["type"] == "net.capture"]
+    assert (cap["peer"], cap["port"], cap["text"]) == ("127.0.0.1", port, "ping")
+    assert artifact(served.url, rec, "capture") == b"ping"
+    [art] = [a for a in rec["artifacts"] if a["kind"] == "capture"]
+    assert art["id"] == cap["artifact"] and art["sha256"] == cap["sha256"]
+    time.sleep(0.5)
+    assert received == [], "the host's listener got the connection"

@@ -29,6 +29,7 @@ from bubble.jobs.output import OutputPump
 from bubble.jobs.store import Store, now_iso
 from bubble.policy import Policy, to_argv
 
+CAPTURES = "captures"  # the run folder's subfolder for --net-sim payloads
 GRACE = 2.0  # seconds the output pipes may stay open after the launcher ended
 READER_JOIN = 30.0
 # How often a watched run re-reads its status for a cancel asked through the store (by
@@ -49,8 +50,12 @@ class Runner:
         self._wake: dict[str, int] = {}  # run id -> eventfd its watch also waits on
         self._lock = threading.Lock()
 
-    def launcher_argv(self, policy: Policy, argv: list[str], events_fd: int) -> list[str]:
+    def launcher_argv(
+        self, policy: Policy, argv: list[str], events_fd: int, rundir: Path | None = None
+    ) -> list[str]:
         head = [self.cfg.python, "-m", "bubble", "run", *to_argv(policy)]
+        if policy.net_sim and rundir is not None:
+            head += ["--captures", str(rundir / CAPTURES)]  # payloads become artifacts
         return [*head, "--events-fd", str(events_fd), "--", *argv]
 
     def _env(self, workdir: Path) -> dict[str, str]:
@@ -92,7 +97,7 @@ class Runner:
         ev_r, ev_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        cmd = self.launcher_argv(policy, argv, ev_w)
+        cmd = self.launcher_argv(policy, argv, ev_w, rundir)
         try:
             proc = subprocess.Popen(
                 cmd,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import time
@@ -20,11 +21,12 @@ from bubble.jobs.layout import Layout
 from bubble.jobs.model import JobsConfig, RunRequest
 from bubble.jobs.queue import RunQueue
 from bubble.jobs.report import counts
-from bubble.jobs.runner import Runner, orchestrator_notes
+from bubble.jobs.runner import CAPTURES, Runner, orchestrator_notes
 from bubble.jobs.store import Store, new_id, now_iso
 from bubble.jobs.uploads import Uploads
 from bubble.policy import Policy
 
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 log = logging.getLogger("bubble.jobs")
 
 
@@ -202,6 +204,7 @@ class Jobs:
                 sink.add(extra)
         finally:
             sink.close()
+        arts += self._captures(run_id, rundir / CAPTURES)
         for kind, name in (("stdout", "stdout.txt"), ("stderr", "stderr.txt")):
             arts.append(self._artifact(run_id, kind, name, rundir / name))
         arts.append(self._artifact(run_id, "events", "events.ndjson", rundir / "events.ndjson"))
@@ -213,12 +216,22 @@ class Jobs:
             final["hint"] = "run it again"
         self.store.update_run(run_id, **final)
 
+    def _captures(self, run_id: str, folder: Path) -> list[dict[str, Any]]:
+        """--net-sim payloads, each named by the artifact id its net.capture event gives."""
+        if not folder.is_dir():
+            return []
+        return [
+            self._artifact(run_id, "capture", f"capture {path.name[:8]}", path)
+            for path in sorted(folder.iterdir())
+            if path.is_file() and not path.is_symlink() and _UUID.match(path.name)
+        ]
+
     def _artifact(
         self, run_id: str, kind: str, name: str, path: Path, sha: str | None = None
     ) -> dict[str, Any]:
         path.touch(exist_ok=True)
         return {
-            "id": path.name if kind == "dropped" else new_id(),
+            "id": path.name if kind in ("dropped", "capture") else new_id(),
             "run_id": run_id,
             "kind": kind,
             "name": name,

@@ -108,7 +108,8 @@ def plan(policy: Policy, abi: int) -> tuple[int, int, int, list[str]]:
                 )
     if policy.deny_net:
         if abi >= 4:
-            net = NET_BIND_TCP | NET_CONNECT_TCP
+            # --net-sim lets connects through inside the namespace wall, to our sinkhole.
+            net = NET_BIND_TCP | (0 if policy.net_sim else NET_CONNECT_TCP)
         else:
             missing.append(f"Landlock ABI {abi} < 4: no TCP backstop")
     if abi >= 6:

@@ -82,8 +82,43 @@ def _open_events(events_path: str | None, events_fd: int | None) -> int:
         ) from None
 
 
+def _captures_dir(path: str | None) -> str | None:
+    """The folder for --net-sim payloads, created 0700 if missing (only we write there)."""
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--captures {path}: {err.strerror}", "give a writable folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--captures {path}: not writable", "give a writable folder")
+    return os.path.abspath(path)
+
+
+MAX_HTTP_BODY = 64 * 1024
+
+
+def _http_body(path: str | None) -> bytes | None:
+    """The body the sinkhole answers HTTP requests with (--http-body FILE)."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            body = fh.read(MAX_HTTP_BODY + 1)
+    except OSError as err:
+        raise UsageError(f"--http-body {path}: {err.strerror}", "give a readable file") from None
+    if len(body) > MAX_HTTP_BODY:
+        raise UsageError(f"--http-body {path} is over 64 KiB", "give a smaller file")
+    return body
+
+
 def launch(
-    policy: Policy, argv: list[str], events: str | None = None, events_fd: int | None = None
+    policy: Policy,
+    argv: list[str],
+    events: str | None = None,
+    events_fd: int | None = None,
+    captures: str | None = None,
+    http_body: str | None = None,
 ) -> int:
     """Run `argv` under `policy`; returns the exit status DESIGN §3 defines."""
     from bubble.sandbox import netns
@@ -95,5 +130,11 @@ def launch(
 
     netns.check_stdio(policy)
     return Session(
-        policy, argv, _open_events(events, events_fd), resolve_program(argv[0]), target_user(policy)
+        policy,
+        argv,
+        _open_events(events, events_fd),
+        resolve_program(argv[0]),
+        target_user(policy),
+        _captures_dir(captures),
+        _http_body(http_body),
     ).run()

@@ -45,6 +45,8 @@ class Session:
         events_fd: int,
         path: str,
         user: tuple[int | None, int | None, str | None],
+        captures: str | None = None,
+        http_body: bytes | None = None,
     ) -> None:
         self.policy = policy
         self.argv = argv
@@ -54,6 +56,8 @@ class Session:
         self.ctl = Control(policy, self.writer)
         self.notes: list[str] = []
         self.layer_fd = -1  # --fs-overlay: the layer's tmpfs, taken from the child
+        self.captures = captures  # where --net-sim keeps payloads (None: not kept)
+        self.http_body = http_body  # what its sinkhole answers HTTP with (None: the default)
 
     def run(self) -> int:
         policy, ctl = self.policy, self.ctl
@@ -81,6 +85,10 @@ class Session:
         for sig in (signal.SIGCHLD, *STOP_SIGNALS):
             signal.signal(sig, lambda *_: None)
         plan = self._plan(fallback, ready_w, go_r, err_w)
+        if policy.net_sim and plan.netns:
+            from bubble.sandbox.simnet import SimulatedInternet
+
+            ctl.sim = SimulatedInternet.fork(self.captures, self.http_body, self.writer)
         ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())
         started = time.monotonic()
         ctl.keeper_pid = keeper.start(plan, report_w, ours)
@@ -156,6 +164,8 @@ class Session:
         fds = [self.writer.fd] if self.writer.fd > 2 else []
         if self.ctl.pump:
             fds += list(self.ctl.pump.sinks)
+        if self.ctl.sim:
+            fds += list(self.ctl.sim.fds())
         return tuple(fds)
 
     def _supervise(
@@ -170,6 +180,8 @@ class Session:
         ctl = self.ctl
         ready = wire.Reader(ready_r).read_one()
         if not isinstance(ready, wire.Ready):
+            if ctl.sim is not None:
+                ctl.sim.stop()  # never joined: it ends without a record
             ctl.drain(err)
             ctl.reap(block=True)
             ctl.drain(report)
@@ -210,6 +222,8 @@ class Session:
         }
         for fd in ctl.pump.sinks if ctl.pump else ():
             watch[fd] = functools.partial(ctl.on_output, fd)
+        if self.policy.net_sim:
+            self._start_simulated_internet(watch)
         os.write(go_w, b"G")
         try:
             sup.serve(watch, ctl.next_due, ctl.on_due)
@@ -218,6 +232,8 @@ class Session:
             ctl.kill_all()
         finally:
             os.close(listener)
+        if ctl.sim is not None:
+            ctl.sim.stop()  # the target's tree is gone: what it left open is recorded now
         ctl.reap(block=True)
         ctl.drain(err)
         ctl.drain(report)
@@ -226,6 +242,18 @@ class Session:
             # A copy: a loop thread abandoned by the stall guard may still add to it.
             self._report_layer(dict(sup.renames) if sup.renames is not None else None)
         return self._finish(started, sup)
+
+    def _start_simulated_internet(self, watch: dict[int, Callable[[], bool]]) -> None:
+        """--net-sim: the DNS server and the sinkhole join the wall, before "go"."""
+        ctl = self.ctl
+        why = ctl.sim.join(ctl.child_pid) if ctl.sim else "there is no network wall for it"
+        if why is not None:
+            ctl.sim = None
+            message = f"--net-sim is off: {why}; the network is denied as without it"
+            self.writer.emit(events.Msg(action="degraded", message=message))
+            return
+        assert ctl.sim is not None
+        watch[ctl.sim.fd] = ctl.sim.on_records
 
     def _report_layer(self, renames: dict[str, str] | None) -> None:
         """Every process is gone: read what the run changed in its layer, then let it go."""

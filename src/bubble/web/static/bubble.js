@@ -45,7 +45,8 @@ function shellJoin(words) {
 function policyBody() {
   const net = $("p-net").checked;
   const body = {
-    permissions: { fs_write: fsWrite(), network: net },
+    // network: true (host network), "sim" (the simulated internet inside the wall), false
+    permissions: { fs_write: fsWrite(), network: net || ($("p-netsim").checked ? "sim" : false) },
     notify_exec: $("p-exec").checked,
     pidns: $("p-pidns").checked,
     diagnose: $("p-diag").checked,
@@ -100,7 +101,8 @@ function fillForm(rec) {
   $("p-fswrite").checked = !!p.permissions?.fs_write;
   $("p-layer").checked = p.permissions?.fs_write !== true;
   showLayer();
-  $("p-net").checked = !!p.permissions?.network;
+  $("p-net").checked = p.permissions?.network === true;
+  $("p-netsim").checked = p.permissions?.network === "sim";
   $("p-exec").checked = !!p.notify_exec;
   $("p-pidns").checked = !!p.pidns;
   $("p-diag").checked = !!p.diagnose;
@@ -204,6 +206,11 @@ $("upload-btn").addEventListener("click", runUpload);
 $("file").addEventListener("change", uploadLabel);
 $("sample-clear").addEventListener("click", () => loadSample(null));
 $("p-net").addEventListener("change", netToggles);
+// Host network and the simulated one exclude each other.
+$("p-net").addEventListener("change", () => { if ($("p-net").checked) $("p-netsim").checked = false; });
+$("p-netsim").addEventListener("change", () => {
+  if ($("p-netsim").checked && $("p-net").checked) { $("p-net").checked = false; netToggles(); }
+});
 $("p-trace").addEventListener("change", () => { traceTouched = true; netToggles(); });
 $("rerun-btn").addEventListener("click", () => (loadedSample ? runUpload() : runCommand()));
 $("cancel-btn").addEventListener("click", async () => {
