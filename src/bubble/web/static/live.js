@@ -5,6 +5,7 @@ import { getJSON } from "./api.js";
 import { $, atBottom, fmtBytes } from "./dom.js";
 import { EventList } from "./eventlist.js";
 import { NetActivity } from "./netpanel.js";
+import { SimPanel } from "./simnet.js";
 import { renderSummary } from "./summary.js";
 import { Violations } from "./violations.js";
 
@@ -21,6 +22,7 @@ export class RunView {
     this.net = new NetActivity($("network"), $("net-list"), $("net-more"));
     this.violations = new Violations($("vio-list"), $("vio-empty"), $("vio-more"), $("vio-counts"));
     this.events = new EventList($("ev-list"), $("ev-hidden"), $("ev-count"), $("chips"), $("ev-filter"));
+    this.sim = new SimPanel($("simnet"));
     this.out = { stdout: $("stdout"), stderr: $("stderr") };
     this.sources = [];
     this.runId = null;
@@ -92,6 +94,7 @@ export class RunView {
     this.violations.reset();
     this.net.reset();
     this.events.reset();
+    this.sim.reset(id);
     for (const pre of Object.values(this.out)) pre.textContent = "";
     $("stderr-size").textContent = "";
     $("out-note").hidden = true;
@@ -160,6 +163,7 @@ export class RunView {
     this.violations.flush();
     this.net.flush();
     this.events.flush();
+    this.sim.flush();
     if (this.outDirty) this.flushOutput();
     if (this.queue.length || this.events.behind) this.schedule();
     else if (this.ended) this.finish();
@@ -170,7 +174,11 @@ export class RunView {
     try { ev = JSON.parse(raw); } catch { return; }
     this.events.add(raw, ev);
     if (ev.type === "policy.alert") this.violations.add(ev);
-    else if (typeof ev.type === "string" && ev.type.startsWith("net.")) this.net.add(ev);
+    else if (ev.type === "net.dns" || ev.type === "net.capture") this.sim.add(ev);
+    else if (typeof ev.type === "string" && ev.type.startsWith("net.")) {
+      this.net.add(ev);
+      this.sim.add(ev); // endpoints contacted, named by our DNS when it answered
+    }
   }
 
   flushOutput() {
