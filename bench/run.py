@@ -6,8 +6,9 @@ the ratio plot; `make bench-quick` = under a minute, for CI, fails only on gross
 
 Workloads: (a) denied creat calls with full events, (b) allowed-syscall-heavy programs,
 (c) start-up of `bubble run -- /bin/true`, (d) events/s through the web stack, (e) POST to
-first SSE event. Verdicts are ratios between runners measured side by side, never absolute
-times: these machines are shared and noisy.
+first SSE event, (f) runs/minute through the web, (g) click to first card in Chromium.
+Verdicts are ratios between runners measured side by side, never absolute times: these
+machines are shared and noisy.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ PNG = ROOT / "docs" / "benchmarks-ratios.png"
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="CI mode: < 1 min, gross checks only")
-    p.add_argument("--only", default="abcde", help="workloads to run, e.g. --only ad")
+    p.add_argument("--only", help="workloads, e.g. --only ad (default: all; --quick: abcde)")
     p.add_argument("--rounds", type=int, help="override the number of interleaved rounds")
     p.add_argument("--write-docs", action="store_true", help="update docs (default: full mode)")
     p.add_argument("--no-docs", action="store_true", help="full mode without touching docs/")
@@ -43,6 +44,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _measure(args: argparse.Namespace, skipped: dict[str, str]) -> list[Row]:
+    if args.only is None:  # CI's quick run leaves out the browser and the runs/minute
+        args.only = "abcde" if args.quick else "abcdefg"
     cfg = workloads.QUICK if args.quick else workloads.FULL
     if args.rounds:
         cfg = dataclasses.replace(cfg, rounds=args.rounds, startup_rounds=args.rounds * 3)
@@ -65,6 +68,16 @@ def _measure(args: argparse.Namespace, skipped: dict[str, str]) -> list[Row]:
         print("bench: (d)+(e) web ...", file=sys.stderr, flush=True)
         n, floods, rounds = (20_000, 1, 3) if args.quick else (200_000, 2, 9)
         rows += web.measure(tools, n, floods, rounds)
+    if "f" in args.only:
+        import throughput
+
+        print("bench: (f) runs/minute ...", file=sys.stderr, flush=True)
+        rows += throughput.measure(10 if args.quick else 20, 1 if args.quick else 3)
+    if "g" in args.only:
+        import browser
+
+        print("bench: (g) click to first card ...", file=sys.stderr, flush=True)
+        rows += browser.measure(5)
     return rows
 
 

@@ -120,6 +120,16 @@ def firejail() -> Runner:
     )
 
 
+def bwrap() -> Runner:
+    """bubblewrap with the host read-only and fresh namespaces: another launcher's floor."""
+    return Runner(
+        "bwrap",
+        "bwrap --unshare-all",
+        lambda argv: ["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--", *argv],
+        needs=("bwrap",),
+    )
+
+
 def available(runners: list[Runner], skipped: dict[str, str]) -> list[Runner]:
     """The runners we can use here; the others go to `skipped` with the reason."""
     usable = []

@@ -18,8 +18,12 @@ START_TIMEOUT = 30.0
 
 
 class Server:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
         self.db = data_dir / "bubble.db"
         self.log = open(data_dir / "server.log", "w+b")  # noqa: SIM115 (closed in __exit__)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -31,9 +35,9 @@ class Server:
     def __enter__(self) -> Server:
         # --port 0: the kernel picks a free port and the server prints the URL it serves.
         cmd = [BUBBLE, "serve", "--host", "127.0.0.1", "--port", "0"]
-        cmd += ["--data-dir", str(self.data_dir), "--max-timeout", "600"]
+        cmd += ["--data-dir", str(self.data_dir), "--max-timeout", "600", *self.args]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL
+            cmd, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, env=self.env
         )
         assert self.proc.stdout is not None
         sel = selectors.DefaultSelector()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import forkstart
 import runners as rs
 from common import PYTHON, BenchError, Row, Tools, interleave, median, ratio, run, spread, timed
 
@@ -132,6 +133,7 @@ def startup(tools: Tools, cfg: Config, skipped: dict[str, str]) -> list[Row]:
             rs.floor(tools),
             rs.pyfloor(),
             rs.firejail(),
+            rs.bwrap(),
             rs.strace("creat", bpf=False),
             rs.strace("creat", bpf=True),
             rs.Runner("python", "python -I -S -c pass (reference)", lambda a: _python_pass()),
@@ -139,7 +141,16 @@ def startup(tools: Tools, cfg: Config, skipped: dict[str, str]) -> list[Row]:
         skipped,
     )
     jobs = {r.name: (lambda r=r: timed(r.cmd(["/bin/true"])) * 1e3) for r in runners}
-    samples = interleave(jobs, cfg.startup_rounds)
+    fork, fork_jobs = forkstart.jobs()  # side by side with the cold launchers
+    try:
+        samples = interleave({**jobs, **fork_jobs}, cfg.startup_rounds)
+    finally:
+        fork.close()
+    samples["bubble-fork-exec"] = fork.to_start
+    runners += [
+        rs.Runner("bubble-fork", "bubble via the fork server", list),
+        rs.Runner("bubble-fork-exec", "fork server, to the target's exec", list),
+    ]
     med = {name: median(v) for name, v in samples.items()}
     rows = []
     for r in runners:
@@ -150,6 +161,8 @@ def startup(tools: Tools, cfg: Config, skipped: dict[str, str]) -> list[Row]:
             row.vs_ref, row.ref = ratio(med[r.name], med["firejail"]), "firejail"
             if r.name == "bubble":
                 row.target, row.met = "≤ 1x firejail", row.vs_ref is not None and row.vs_ref <= 1
+        if r.name == "bubble-fork-exec":
+            row.target, row.met = "≤ 10 ms", med[r.name] <= 10
         rows.append(row)
     return rows
 

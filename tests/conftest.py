@@ -3,6 +3,7 @@ target's user can use (when tests run as root, targets run as `nobody`)."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pwd
@@ -56,6 +57,22 @@ class Result:
         return self.events[-1]
 
 
+FORKSERVER = os.environ.get("BUBBLE_TEST_FORKSERVER") == "1"
+_FORKSERVERS: list = []
+
+
+def _forkserver() -> str:
+    """The socket of this session's fork server, started on first use."""
+    from bubble.jobs.forkclient import ForkServer
+
+    if not _FORKSERVERS:
+        server = ForkServer(sys.executable, dict(os.environ))
+        assert server.wait_ready(60), "the fork server did not start"
+        atexit.register(server.close)
+        _FORKSERVERS.append(server)
+    return _FORKSERVERS[0].path
+
+
 def run_bubble(
     argv: list[str],
     flags: list[str] = (),
@@ -67,6 +84,8 @@ def run_bubble(
     """`bubble run FLAGS -- ARGV`, events to a private file; parses every event line."""
     with tempfile.NamedTemporaryFile("r", suffix=".ndjson") as ev:
         cmd = [sys.executable, "-m", "bubble", "run", "--events", ev.name, *flags, "--", *argv]
+        if FORKSERVER:  # the same run, forked by a fork server (BUBBLE_TEST_FORKSERVER=1)
+            cmd = [sys.executable, "-m", "bubble.jobs.forkclient", _forkserver(), "--", *cmd[4:]]
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, input=input, cwd=cwd, env=env
         )

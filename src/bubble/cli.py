@@ -30,6 +30,7 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
        bubble policy suggest EVENTS.ndjson [--broad] [--api URL]
        bubble diff A B [--format text|json] [--api URL]
        bubble selftest
+       bubble forkserver SOCKET   (started by the orchestrator; see docs/web.md)
 """
 
 _VALUE_KINDS = ("int", "seconds", "size", "str", "list")
@@ -228,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             from bubble.cli_policy import diff_main
 
             return diff_main(rest)
+        if command == "forkserver":  # started by the orchestrator and workers
+            from bubble.sandbox.forkserver import main as forkserver_main
+
+            return forkserver_main(rest)
         if command == "selftest":
             from bubble.sandbox.selftest import main as selftest_main
 

@@ -121,6 +121,27 @@ def test_without_an_api_records_go_to_the_offline_sink(tmp_path: Path) -> None:
         shutdown(app)
 
 
+@pytest.mark.usefixtures("engine")
+def test_offline_envelopes_carry_every_stored_event_exactly(tmp_path: Path) -> None:
+    # The offline sink splices the stored lines: each envelope must still be the JSON
+    # document the API path would have sent (the same keys, the event verbatim).
+    app = make_app(tmp_path / "d")
+    try:
+        run_id = run_once(app, "/bin/sh -c 'echo hi > /etc/bubble-nope; true'")
+        lines = (tmp_path / "d" / "offline" / "v1_events.ndjson").read_text().splitlines()
+        stored = list(jobs_of(app).store.iter_events(run_id))
+        assert len(lines) == len(stored) >= 3
+        for line, (seq, data) in zip(lines, stored, strict=True):
+            doc = json.loads(line)
+            event = json.loads(data)
+            assert list(doc) == ["event_id", "sample_id", "run_id", "host_id", "timestamp", "event"]
+            assert doc["event_id"] == f"{run_id}:{seq}" and doc["run_id"] == run_id
+            assert doc["event"] == event and doc["timestamp"] == event["ts"]
+        assert any(json.loads(x)["event"]["type"] == "policy.alert" for x in lines)
+    finally:
+        shutdown(app)
+
+
 def test_watchdog_kills_the_whole_group_of_an_overrunning_launcher() -> None:
     # A stand-in for a launcher that ignores its own timeout: a shell with a child.
     proc = subprocess.Popen(

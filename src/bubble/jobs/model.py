@@ -40,6 +40,7 @@ class JobsConfig:
     kill_margin: float = 5.0  # backstop: our watchdog fires this long after the launcher's
     python: str = sys.executable
     target_path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH given to the target
+    fork_server: bool = True  # launchers forked by a pre-imported `bubble forkserver`
     rules_dirs: tuple[str, ...] = ()  # the user's Sigma rule folders, for behaviour reports
 
     @classmethod
@@ -59,6 +60,7 @@ class JobsConfig:
             api_url=values["api_url"] or None,
             heartbeat=float(values["heartbeat"]),
             stale_after=float(values["stale_after"]),
+            fork_server=bool(int(values["fork_server"])),
             rules_dirs=tuple(values["rules"] or ()),
             **extra,
         )

@@ -1,11 +1,14 @@
 """One run: start the launcher, pump its events and output, enforce the watchdog, collect.
 
 The executor never forks a target: it starts `python -m bubble run --events-fd N ...`
-in a session of its own, with a clean environment (the server's secrets stay out of the
-target) and the run's working directory as cwd. The launcher kills the whole tree at its
-own `--timeout`; the watchdog here is the backstop if it overruns by `kill_margin`. The
-launcher gets SIGKILL when the executing thread dies (PR_SET_PDEATHSIG), and its keeper
-then ends the target's tree: a killed worker leaves nothing running.
+(through the fork server when it is ready, `forkclient`: the same launcher, forked from a
+process that has done its imports; cold otherwise) in a session of its own, with a clean
+environment (the server's secrets stay out of the target) and the run's working directory
+as cwd. The launcher kills the whole tree at its own `--timeout`; the watchdog here is the
+backstop if it overruns by `kill_margin`. A cold launcher gets SIGKILL when the executing
+thread dies (PR_SET_PDEATHSIG); a forked one when its fork server dies or its client's
+connection closes. Its keeper then ends the target's tree: a killed worker leaves nothing
+running.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from bubble import events as ev
 from bubble.jobs import schema
+from bubble.jobs.forkclient import ForkServer, Launched
 from bubble.jobs.hub import Hub
 from bubble.jobs.ingest import EventSink, pump_events
 from bubble.jobs.model import JobsConfig
@@ -40,6 +44,7 @@ READER_JOIN = 30.0
 CANCEL_POLL = 0.5
 
 log = logging.getLogger("bubble.jobs")
+Launcher = subprocess.Popen[bytes] | Launched  # a cold launcher, or one the fork server forked
 
 
 class Runner:
@@ -49,9 +54,17 @@ class Runner:
         self.cfg = cfg
         self.store = store
         self.hub = hub
-        self._active: dict[str, subprocess.Popen[bytes]] = {}
+        self._active: dict[str, Launcher] = {}
         self._wake: dict[str, int] = {}  # run id -> eventfd its watch also waits on
         self._lock = threading.Lock()
+        self.forkserver: ForkServer | None = None
+        if cfg.fork_server:
+            self.forkserver = ForkServer(cfg.python, self._env(Path("/")))
+
+    def close(self) -> None:
+        """Stop the fork server (runs in flight are killed first, by `kill_all`)."""
+        if self.forkserver is not None:
+            self.forkserver.close()
 
     def launcher_argv(
         self, policy: Policy, argv: list[str], events_fd: int, scratch: Path | None = None
@@ -72,6 +85,31 @@ class Runner:
         if "PYTHONPATH" in os.environ:  # an uninstalled checkout: the launcher needs it
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         return env
+
+    def _start(self, cmd: list[str], ev_w: int, out_w: int, err_w: int, workdir: Path) -> Launcher:
+        """The launcher: forked by the fork server if it is ready, else started cold.
+        Either way it gets exactly these descriptors, this environment and cwd."""
+        env = self._env(workdir)
+        if self.forkserver is not None:
+            null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fds = [null, out_w, err_w, ev_w]
+                launched = self.forkserver.spawn(cmd[4:], env, str(workdir), fds, [ev_w])
+            finally:
+                os.close(null)
+            if launched is not None:
+                return launched
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            pass_fds=(ev_w,),
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()),
+        )
 
     def kill_all(self) -> None:
         with self._lock:
@@ -108,17 +146,7 @@ class Runner:
         err_r, err_w = os.pipe()
         cmd = self.launcher_argv(policy, argv, ev_w, scratch)
         try:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out_w,
-                stderr=err_w,
-                pass_fds=(ev_w,),
-                cwd=workdir,
-                env=self._env(workdir),
-                start_new_session=True,
-                preexec_fn=die_with_parent(os.getpid()),
-            )
+            proc = self._start(cmd, ev_w, out_w, err_w, workdir)
         except OSError:
             for fd in (ev_r, out_r, err_r):
                 os.close(fd)
@@ -165,6 +193,7 @@ class Runner:
         reader.join(READER_JOIN)
         if reader.is_alive():
             log.error("run %s: the event reader did not finish", run_id)
+        assert proc.returncode is not None  # `_watch` waited for it
         result = RunResult(sink, proc.returncode, ended_by == WATCHDOG, pumps[0], pumps[1])
         result.cancelled = ended_by == CANCELLED
         result.complete = not reader.is_alive()
@@ -249,7 +278,7 @@ CANCELLED = "cancelled"
 
 
 def _watch(
-    proc: subprocess.Popen[bytes],
+    proc: Launcher,
     limit: float,
     wake: int | None = None,
     cancel_asked: Callable[[], bool] = lambda: False,

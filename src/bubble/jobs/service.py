@@ -175,6 +175,7 @@ class Jobs:
         """Stop: kill runs in flight here (their threads record them) and drain the queue."""
         if self.executor is not None:
             self.executor.kill_all()
+            self.executor.runner.close()
         if self.reaper is not None:
             self.reaper.stop()
         self.queue.close()

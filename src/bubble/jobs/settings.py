@@ -67,6 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("output_cap", "size", 16 << 20, "bytes of stdout (and of stderr) kept per run"),
     Setting("heartbeat", "float", 2.0, "seconds between an executing run's heartbeats", (WORKER,)),
     Setting("stale_after", "float", 20.0, "a running run without a heartbeat this long failed (its worker died)"),
+    Setting("fork_server", "int", 1, "1: launchers forked by a pre-imported fork server (cold while it starts); 0: `python -m bubble run` per run"),
     Setting("rules", "paths", [], "a folder of your own Sigma rules for behaviour reports (repeatable)", key="RULES"),
     Setting("api_url", "str", None, "BUBBLE_API endpoint runs are forwarded to (unset: offline NDJSON sink)", env="BUBBLE_API", key="BUBBLE_API"),
     Setting("keepalive_seconds", "float", 15.0, "SSE comment when a stream is idle this long", (SERVE,), flag=False),

@@ -65,7 +65,7 @@ def _work(values: dict[str, Any], name: str) -> int:
     redis = rqueue.connect(str(cfg.queue_url))
     layout = Layout(cfg.data_dir)
     forwarder = Forwarder(cfg.api_url, layout.offline, store)
-    rqueue._executor = Executor(cfg, store, Hub(), forwarder, layout.work, name)
+    rqueue._executor = executor = Executor(cfg, store, Hub(), forwarder, layout.work, name)
     rqueue._store = store
     queue = Queue(rqueue.QUEUE_NAME, connection=redis)
     reaper = Reaper(store, cfg.stale_after, lambda: rqueue.cleanup(queue))
@@ -76,6 +76,7 @@ def _work(values: dict[str, Any], name: str) -> int:
         worker.work(with_scheduler=False, logging_level="WARNING")
     finally:
         reaper.stop()
+        executor.runner.close()  # its fork server
         forwarder.close()
         store.close()
         layout.close()
