@@ -6,8 +6,8 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 HOST    ?= 127.0.0.1
 PORT    ?= 8090
-APT_RUN  := libseccomp2
-APT_TEST := libseccomp2 chromium gcc libc6-dev libseccomp-dev strace redis-server postgresql
+APT_RUN  := libseccomp2 nftables iproute2
+APT_TEST := libseccomp2 nftables iproute2 chromium gcc libc6-dev libseccomp-dev strace redis-server postgresql curl wget
 APT_BENCH := $(APT_TEST) firejail
 PYTEST_ARGS ?=
 

@@ -128,6 +128,7 @@ def startup(tools: Tools, cfg: Config, skipped: dict[str, str]) -> list[Row]:
         [
             rs.native(),
             rs.bubble(),
+            rs.bubble("--fs-overlay", name="bubble-overlay", label="bubble --fs-overlay"),
             rs.Runner("bubble-m", "python -m bubble run", lambda a: _bubble_m(a)),
             rs.floor(tools),
             rs.pyfloor(),

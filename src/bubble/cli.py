@@ -15,9 +15,11 @@ from bubble.policy import FLAGS, Policy, convert
 
 USAGE = """\
 usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--diagnose]
-                  [--trace-net] [--peek-tx=N] [--timeout S] [--memory SIZE] [--cpu S]
+                  [--trace-net] [--peek-tx=N] [--net-sim [--captures DIR] [--http-body FILE]]
+                  [--timeout S] [--memory SIZE] [--cpu S]
                   [--max-procs N] [--max-output SIZE] [--user NAME | --keep-root [--keep-caps]]
                   [--policy FILE] [--allow-write DIR]...
+                  [--fs-overlay[=DIR] [--keep-layer] [--max-layer SIZE]]
                   [--events PATH|- | --events-fd N] [--events-format ndjson|text]
                   [--report PATH] -- PROG [ARGS...]
        bubble report EVENTS.ndjson [--format json|ecs|text] [--rules DIR]
@@ -34,7 +36,16 @@ usage: bubble run [--deny-fs=1|0] [--deny-net=1|0] [--notify-exec] [--pidns] [--
 _VALUE_KINDS = ("int", "seconds", "size", "str", "list")
 
 
-_OWN_VALUES = ("--events", "--events-fd", "--policy", "--events-format", "--report")
+# Flags with a value that are not policy fields: where things go, and the policy file.
+_OWN_VALUES = (
+    "--events",
+    "--events-fd",
+    "--policy",
+    "--events-format",
+    "--report",
+    "--captures",
+    "--http-body",
+)
 
 
 def _merged(old: object, items: tuple[str, ...]) -> tuple[str, ...]:
@@ -44,13 +55,21 @@ def _merged(old: object, items: tuple[str, ...]) -> tuple[str, ...]:
 class RunArgs:
     """The parsed `bubble run` command line."""
 
-    def __init__(self, policy: Policy, argv: list[str], events: str | None, events_fd: int | None):
+    def __init__(
+        self,
+        policy: Policy,
+        argv: list[str],
+        events: str | None,
+        events_fd: int | None,
+    ):
         self.policy = policy
         self.argv = argv
         self.events = events
         self.events_fd = events_fd
         self.events_format: str | None = None  # None: text at a terminal, NDJSON elsewhere
         self.report: str | None = None
+        self.captures: str | None = None  # --net-sim's payloads
+        self.http_body: str | None = None
 
 
 def parse_run(args: list[str]) -> RunArgs:
@@ -97,6 +116,10 @@ def parse_run(args: list[str]) -> RunArgs:
                 if eq:
                     raise UsageError(f"{flag} takes no value", f"write just {flag}")
                 values[name] = True
+            elif kind == "optstr":
+                if eq and not text:
+                    raise UsageError(f"{flag}= has an empty value", f"write {flag} or {flag}=DIR")
+                values[name] = os.path.abspath(text) if eq else ""
             else:  # "01"
                 values[name] = convert(flag, kind, text) if eq else True
         else:
@@ -110,6 +133,10 @@ def parse_run(args: list[str]) -> RunArgs:
     if events_fd is not None and events_fd < 0:
         raise UsageError(f"--events-fd {events_fd} is not a descriptor", "give a number >= 0")
     parsed = RunArgs(Policy(**values), argv, events, events_fd)  # type: ignore[arg-type]
+    parsed.captures, parsed.http_body = own.get("--captures"), own.get("--http-body")
+    if (parsed.captures or parsed.http_body) and not parsed.policy.net_sim:
+        flag = "--captures" if parsed.captures else "--http-body"
+        raise UsageError(f"{flag} is an option of --net-sim", "add --net-sim")
     fmt = own.get("--events-format")
     if fmt is not None and fmt not in ("ndjson", "text"):
         raise UsageError(f"--events-format {fmt}: unknown", "use ndjson or text")
@@ -157,6 +184,8 @@ def _run(args: list[str]) -> int:
         events=parsed.events,
         events_fd=parsed.events_fd,
         sink=(text, tee),
+        captures=parsed.captures,
+        http_body=parsed.http_body,
     )
     if tee is not None:
         from bubble.analysis.cli import after_run

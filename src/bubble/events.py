@@ -32,8 +32,10 @@ NET_CONNECT = "net.connect"
 NET_BIND = "net.bind"
 NET_SEND = "net.send"
 NET_PEEK = "net.tx.peek"
+NET_DNS = "net.dns"  # --net-sim: a question our DNS server answered
+NET_CAPTURE = "net.capture"  # --net-sim: what a connection or datagram carried
 MSG = "sandbox.msg"
-FS_DROP = "fs.drop"  # added by the orchestrator, not the launcher
+FS_DROP = "fs.drop"  # the layer's (--fs-overlay, one per path) or the orchestrator's summary
 END = "process.end"
 ERROR = "run.error"  # added by the orchestrator: the launcher could not run the program
 
@@ -100,6 +102,44 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Dns:
+    """--net-sim: our DNS server answered a question (`answer` "" when it had none)."""
+
+    type: str = NET_DNS
+    dns_name: str
+    dns_type: str
+    answer: str
+    proto: str  # udp | tcp
+    peer: str | None = None  # the server address the target asked
+    pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capture:
+    """--net-sim: one TCP connection or UDP datagram the sinkhole received, with what it
+    recognised in the payload. `sha256`/`artifact` name the kept payload (up to the bound)."""
+
+    type: str = NET_CAPTURE
+    peer: str
+    port: int
+    proto: str  # tcp | udp | tls (a terminated TLS connection: the bytes are the plaintext)
+    bytes: int
+    hex: str
+    text: str
+    dns_name: str | None = None  # the name our DNS gave `peer`
+    http_request: str | None = None
+    http_host: str | None = None
+    http_method: str | None = None
+    http_path: str | None = None
+    tls_sni: str | None = None
+    truncated: bool | None = None  # the payload reached the per-connection bound
+    ended: str | None = None  # closed | idle | lifetime | limit | run-end
+    sha256: str | None = None
+    artifact: str | None = None
+    pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Msg:
     """A note from the launcher: a degraded feature, a timeout, an error."""
 
@@ -140,15 +180,32 @@ class End:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Drop:
-    """The orchestrator's view of the run directory after the run: what was created,
-    modified or deleted (each item: name, kind, size, sha256 where a file was read)."""
+    """What the run left behind, in one of two shapes (every field optional):
+
+    - from the layer (--fs-overlay, the launcher): one event per changed path, with `path`,
+      `change`, `kind` and what the layer shows of it (`size`, `sha256`, `mode`, ...);
+    - from the orchestrator: one summary of the run's working directory, with `cwd`, `count`
+      and the `files` / `modified` / `deleted` lists (each item: name, kind, size, sha256).
+    """
 
     type: str = FS_DROP
-    cwd: str
-    count: int
-    files: list[dict[str, Any]]
-    modified: list[dict[str, Any]]
-    deleted: list[dict[str, Any]]
+    # The layer's shape: one path.
+    path: str | None = None
+    change: str | None = None  # created | modified | deleted | metadata | renamed
+    kind: str | None = None  # file | dir | symlink | other
+    size: int | None = None
+    sha256: str | None = None
+    mode: int | None = None
+    path2: str | None = None  # renamed: where it came from
+    target: str | None = None  # symlink: what it points to
+    copy: str | None = None  # --fs-overlay=DIR: where the file was copied
+    pid: int | None = None
+    # The orchestrator's shape: the working directory's summary.
+    cwd: str | None = None
+    count: int | None = None
+    files: list[dict[str, Any]] | None = None
+    modified: list[dict[str, Any]] | None = None
+    deleted: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,8 +245,8 @@ def exact_list(texts: list[str]) -> tuple[list[str], list[str] | None]:
     return [t for t, _ in shown], [t.encode("utf-8", "surrogateescape").hex() for t in texts]
 
 
-Event = Spawn | Call | Msg | Exit | End
-EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Msg, Exit, End, Drop, Error)
+Event = Spawn | Call | Dns | Capture | Msg | Exit | End | Drop
+EVENT_CLASSES: tuple[type, ...] = (Spawn, Call, Dns, Capture, Msg, Exit, End, Drop, Error)
 
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_CLASSES}
 # Fields serialised even when None (null says "no exit code: killed by a signal").
@@ -197,14 +254,45 @@ _KEEP_NULL: dict[type, frozenset[str]] = {cls: frozenset() for cls in EVENT_CLAS
 _KEEP_NULL[Exit] = frozenset({"exit_code", "signal"})
 
 
-def as_dict(event: Drop | Error | Msg | End) -> dict[str, Any]:
-    """An event as a mapping, for the orchestrator's sink (which numbers and stamps it);
-    `None` fields are omitted as in `serialise`."""
+# The records the simulated internet hands the supervisor: type -> class. Checked field by
+# field, because they are built from hostile traffic in another process.
+RECORD_CLASSES: dict[str, type] = {NET_DNS: Dns, NET_CAPTURE: Capture, MSG: Msg}
+# class -> field -> the one value type it takes ("int | None" -> "int"; annotations are text).
+_RECORD_FIELDS = {
+    cls: {f.name: str(f.type).split(" |")[0] for f in fields(cls)}
+    for cls in RECORD_CLASSES.values()
+}
+
+
+def as_dict(event: Event | Error) -> dict[str, Any]:
+    """An event as a mapping, `None` fields omitted as in `serialise`: for the orchestrator's
+    sink (which numbers and stamps it) and for `from_record` in another process."""
     return {
-        name: getattr(event, name)
+        name: value
         for name in _FIELD_NAMES[type(event)]
-        if getattr(event, name) is not None
+        if (value := getattr(event, name)) is not None
     }
+
+
+def from_record(record: object) -> Dns | Capture | Msg:
+    """The typed event for a record; unknown types or keys and wrong value types are errors
+    (ValueError), so a confused or compromised producer cannot forge other events."""
+    if not isinstance(record, dict):
+        raise ValueError("a record is a JSON object")
+    cls = RECORD_CLASSES.get(str(record.get("type")))
+    if cls is None:
+        raise ValueError(f"unknown record type {record.get('type')!r}")
+    kinds = _RECORD_FIELDS[cls]
+    for key, value in record.items():
+        want = kinds.get(key)
+        if want is None:
+            raise ValueError(f"{cls.__name__} has no field {key!r}")
+        if type(value).__name__ != want:
+            raise ValueError(f"{key}: expected {want}, got {type(value).__name__}")
+    try:
+        return cls(**record)
+    except TypeError as err:  # a required field is missing
+        raise ValueError(str(err)) from None
 
 
 class Clock:

@@ -25,6 +25,7 @@ class Policy:
 
     deny_fs: bool = True
     deny_net: bool = True
+    net_sim: bool = False  # inside the wall: our DNS answers, a sinkhole accepts (netsim/)
     notify_exec: bool = False
     pidns: bool = False
     diagnose: bool = False
@@ -43,6 +44,9 @@ class Policy:
     decide: str | None = None  # decision helper command (the seed's SUPERVISOR_JSON_FD protocol)
     decide_timeout: float = 5.0  # seconds a held call waits for its decision
     ask: bool = False  # held calls are the analyst's to decide (through SUPERVISOR_JSON_FD)
+    fs_overlay: str | None = None  # writes go to a throwaway layer; non-empty: copy drops here
+    keep_layer: bool = False  # keep the layer's files on the host after the run
+    max_layer: int | None = None  # bytes the layer may hold (default layerplan.DEFAULT_SIZE)
 
     def __post_init__(self) -> None:
         if not 0 <= self.peek_tx <= MAX_PEEK:
@@ -55,6 +59,11 @@ class Policy:
             raise UsageError(
                 "--trace-net observes allowed network traffic, but the network is denied",
                 "add --deny-net=0 to allow and trace it",
+            )
+        if self.net_sim and not self.deny_net:
+            raise UsageError(
+                "--net-sim runs inside the network wall, which --deny-net=0 removes",
+                "drop --deny-net=0 (the simulated internet never reaches the real one)",
             )
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be positive", "give seconds, e.g. --timeout 30")
@@ -80,6 +89,33 @@ class Policy:
                 "connect scopes narrow a denied network, but the network is allowed",
                 "drop --deny-net=0, or drop the connect scopes",
             )
+        if self.connect and self.net_sim:
+            # --net-sim lets a connect on a walled socket through unchecked (CONTINUE), which
+            # is safe only while the target holds no socket of the host's network to dup2
+            # onto that fd in the race window; a connect scope installs exactly such sockets
+            # (a UDP one, or a TCP one whose connect failed, could then be re-connected
+            # anywhere). So the two are refused together rather than half-combined.
+            raise UsageError(
+                "connect scopes cannot be combined with --net-sim: a scope's host socket "
+                "would let a walled connect reach the host's network",
+                "drop --net-sim to reach the scoped endpoints, or drop the connect scopes to "
+                "simulate the internet",
+            )
+        if self.fs_overlay is None and (self.keep_layer or self.max_layer):
+            flag = "--keep-layer" if self.keep_layer else "--max-layer"
+            raise UsageError(f"{flag} needs --fs-overlay", f"add --fs-overlay to {flag}")
+        if self.max_layer is not None and self.max_layer < 1 << 20:
+            raise UsageError("--max-layer is below 1M", "e.g. --max-layer 256M")
+        if self.fs_overlay is not None and self.write:
+            raise UsageError(
+                "write scopes mean nothing under --fs-overlay: the layer takes every write",
+                "drop --allow-write (or [fs] write), or drop --fs-overlay",
+            )
+
+    @property
+    def writes_allowed(self) -> bool:
+        """Whether file mutations go through: into the layer, or with --deny-fs=0 the host."""
+        return self.fs_overlay is not None or not self.deny_fs
 
     def to_mapping(self) -> dict[str, Any]:
         """Every field by name (tuples as lists): the one representation stored and sent
@@ -179,10 +215,12 @@ def parse_size(flag: str, text: str) -> int:
 
 # flag -> (policy field, kind). Kinds: "01" takes =1|0, "switch" takes no value,
 # "int"/"seconds"/"size"/"str" take a value (`--flag=V` or `--flag V`); "list" takes a value
-# and may be repeated, each adding one item.
+# and may be repeated, each adding one item; "optstr" takes `--flag` (the empty string) or
+# `--flag=V` (never the next argument).
 FLAGS: dict[str, tuple[str, str]] = {
     "--deny-fs": ("deny_fs", "01"),
     "--deny-net": ("deny_net", "01"),
+    "--net-sim": ("net_sim", "switch"),
     "--notify-exec": ("notify_exec", "switch"),
     "--pidns": ("pidns", "switch"),
     "--diagnose": ("diagnose", "switch"),
@@ -201,6 +239,9 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--decide-timeout": ("decide_timeout", "seconds"),
     "--ask": ("ask", "switch"),
     "--allow-connect": ("connect", "list"),
+    "--fs-overlay": ("fs_overlay", "optstr"),
+    "--keep-layer": ("keep_layer", "switch"),
+    "--max-layer": ("max_layer", "size"),
 }
 
 _PARSERS = {"01": parse_bool01, "int": parse_int, "seconds": parse_seconds, "size": parse_size}
@@ -230,7 +271,7 @@ def to_argv(policy: Policy) -> list[str]:
             continue
         if kind == "01":
             argv.append(f"{flag}={int(value)}")
-        elif kind == "switch":
+        elif kind == "switch" or (kind == "optstr" and not value):
             argv.append(flag)
         elif kind == "list":
             argv.extend(f"{flag}={item}" for item in value)

@@ -94,7 +94,8 @@ def test_upload_shows_name_and_sha256_then_reruns_with_another_policy(
         second = record(site, fresh)
         assert second["id"] != first["id"]
         assert second["upload_id"] == first["upload_id"]  # the same sample, not a new upload
-        assert second["policy"]["permissions"]["fs_write"] is True
+        # Writes on go to a throwaway layer unless "layer" is unchecked (--fs-overlay's page).
+        assert second["policy"]["permissions"]["fs_write"] == "overlay"
         assert second["sample"]["sha256"] == sha
         assert fresh.text_content("#stdout") == "sample says again\n"
         assert fresh.locator(".vcard.cat-fs").count() == 0

@@ -182,6 +182,42 @@ def test_dropped_files_are_listed_with_sha256_and_download(
     full_shot(page, shots / "dropped-files.png")
 
 
+def test_throwaway_layer_is_the_default_and_its_changes_are_listed(
+    site: LiveServer, page, shots: Path
+) -> None:
+    import hashlib
+
+    victim = Path(tempfile.mkdtemp(prefix="bubble-victim-", dir="/tmp"))
+    os.chmod(victim, 0o755)
+    (victim / "notes.txt").write_bytes(b"host file\n")
+    evil = f"{victim}-evil.txt"
+    hostname = Path("/etc/hostname").read_bytes()
+    try:
+        page.goto(site.url)
+        page.check("#p-fswrite")
+        assert page.is_checked("#p-layer")  # the layer is on by default
+        assert "real host" in page.text_content("#p-layer-box")
+        page.fill(
+            "#cmd",
+            f"/bin/sh -c 'echo x > {evil}; rm -rf {victim}; echo y >> /etc/hostname; cat {evil}'",
+        )
+        page.click("#run-btn")
+        wait_ended(page)
+        summary = page.text_content("#summary-body")
+        for path in (evil, "/etc/hostname", str(victim), f"{victim}/notes.txt"):
+            assert path in summary
+        assert hashlib.sha256(b"x\n").hexdigest() in summary
+        assert "Deleted Files" in summary
+        links = page.locator(".files li", has_text=evil).locator("a")
+        assert requests.get(site.url + links.get_attribute("href"), timeout=5).content == b"x\n"
+        # From outside: the host is as it was.
+        assert not Path(evil).exists() and (victim / "notes.txt").read_bytes() == b"host file\n"
+        assert Path("/etc/hostname").read_bytes() == hostname
+        full_shot(page, shots / "overlay.png")
+    finally:
+        shutil.rmtree(victim, ignore_errors=True)
+
+
 def test_dns_card_names_the_query(site: LiveServer, page) -> None:
     """A DNS query sent to 127.0.0.1:53 (inside the run's network wall) shows as
     "DNS beacon.example (A)" on its card."""

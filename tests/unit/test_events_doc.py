@@ -35,6 +35,8 @@ def documented() -> dict[str, set[str]]:
 CLASS_TYPES = {
     events.Spawn: [events.SPAWN],
     events.Msg: [events.MSG],
+    events.Dns: [events.NET_DNS],
+    events.Capture: [events.NET_CAPTURE],
     events.Exit: [events.EXIT],
     events.End: [events.END],
     events.Drop: [events.FS_DROP],

@@ -87,6 +87,28 @@ def test_orchestrator_drop_and_error_events_are_read(ruleset, events):
     assert rep["run"]["errors"] == [{"message": "x: not found", "hint": "fix PATH"}]
 
 
+def test_layer_drops_are_listed_per_path_with_sha256(ruleset, events):
+    """--fs-overlay's shape (one fs.drop per path) lands in the same lists as the summary's."""
+    sha = "cd" * 32
+    layer = [
+        {"type": "fs.drop", "path": "/tmp/evil", "change": "created", "kind": "file",
+         "size": 2, "sha256": sha},
+        {"type": "fs.drop", "path": "/etc/hostname", "change": "modified", "kind": "file",
+         "size": 9, "sha256": sha},
+        {"type": "fs.drop", "path": "/home/x", "change": "deleted", "kind": "dir"},
+        {"type": "fs.drop", "path": "/b", "change": "renamed", "kind": "file", "path2": "/a"},
+    ]  # fmt: skip
+    n = len(events)
+    rep = report.build([*events, *(d | {"seq": n + i, "ts": "t"} for i, d in enumerate(layer, 1))],
+                       ruleset=ruleset)  # fmt: skip
+    files = rep["files"]
+    assert {"name": "/tmp/evil", "kind": "file", "size": 2, "sha256": sha,
+            "change": "created"} in files["created"]  # fmt: skip
+    assert {f["name"]: f.get("path2") for f in files["created"]}["/b"] == "/a"
+    assert [f["sha256"] for f in files["modified"] if f["name"] == "/etc/hostname"] == [sha]
+    assert [f["name"] for f in files["deleted"]] == ["/home/x"]
+
+
 def test_text_summary_reads_well(rep):
     out = text.summary(rep)
     assert "killed by SIGSEGV, core dump refused" in out

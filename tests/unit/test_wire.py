@@ -11,6 +11,7 @@ from bubble.sandbox import wire
 MESSAGES = [
     wire.Ready(7, True, "/tmp/a dir\nwith a newline\udcff"),
     wire.Ready(3, False, ""),
+    wire.Ready(4, True, "/", 9),  # --fs-overlay: the layer's tmpfs fd
     wire.Failed(127, "cannot execute /x y: No such file"),
     wire.InitStatus(9),
     wire.Forked(1234),

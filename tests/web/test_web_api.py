@@ -43,7 +43,10 @@ def nothing_written(app: Flask, data_dir: Path) -> None:
         ({"cmd": "/bin/true", "bogus": 1}, "unknown key 'bogus'"),
         ({"cmd": "/bin/true", "permissions": {"fs_exec": True}}, "unknown permission 'fs_exec'"),
         ({"cmd": "/bin/true", "permissions": {"fs_read": False}}, "reads cannot be denied"),
-        ({"cmd": "/bin/true", "permissions": {"network": "yes"}}, "network must be true or false"),
+        (
+            {"cmd": "/bin/true", "permissions": {"network": "yes"}},
+            'network must be true, false or "sim"',
+        ),
         ({"cmd": "/bin/true", "permissions": []}, "permissions must be an object"),
         ({"cmd": ""}, "the command is empty"),
         ({"cmd": "   "}, "the command is empty"),

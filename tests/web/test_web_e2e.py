@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -300,3 +303,72 @@ def test_a_program_that_cannot_start_fails_with_the_launchers_reason(
     killed = wait_done(served.url, post_run(served.url, cmd="sh -c 'kill -9 $$'"))
     assert killed["status"] == "completed" and killed["signal"] == 9
     assert killed["exit_code"] is None and killed["launcher_status"] == 137
+
+
+def test_overlay_writes_stay_in_the_layer_and_are_listed_with_real_paths(
+    served: ServeProcess, tmp_path: Path
+) -> None:
+    victim = Path(tempfile.mkdtemp(prefix="bubble-web-victim-", dir="/tmp"))
+    os.chmod(victim, 0o755)
+    (victim / "keep").write_bytes(b"host file\n")
+    evil = victim.with_name(victim.name + "-evil.txt")
+    script = f"echo x > {evil}; rm -rf {victim}; echo y >> /etc/hostname; cat {evil}"
+    hostname = Path("/etc/hostname").read_bytes()
+    try:
+        run_id = post_run(
+            served.url, cmd=["/bin/sh", "-c", script], permissions={"fs_write": "overlay"}
+        )
+        rec = wait_done(served.url, run_id)
+        assert rec["status"] == "completed" and rec["exit_code"] == 0, rec
+        assert rec["policy"]["permissions"]["fs_write"] == "overlay"
+        assert rec["rerun"]["permissions"]["fs_write"] == "overlay"  # a re-run keeps the layer
+        # The host: untouched.
+        assert not evil.exists() and (victim / "keep").read_bytes() == b"host file\n"
+        assert Path("/etc/hostname").read_bytes() == hostname
+        # The summary: real paths, sha256, download links to our copies.
+        files = {f["name"]: f for f in rec["dropped_files"]}
+        assert files[str(evil)]["sha256"] == hashlib.sha256(b"x\n").hexdigest()
+        modified = {f["name"]: f for f in rec["modified_files"]}
+        assert modified["/etc/hostname"]["change"] == "modified"
+        deleted = {f["name"] for f in rec["deleted_files"]}
+        assert {str(victim), str(victim / "keep")} <= deleted
+        arts = {a["id"]: a for a in rec["artifacts"] if a["kind"] == "dropped"}
+        art = arts[files[str(evil)]["artifact_id"]]
+        assert art["name"] == str(evil)
+        url = f"{served.url}/api/runs/{run_id}/artifacts/{art['id']}"
+        assert requests.get(url, timeout=10).content == b"x\n"
+        host_art = arts[modified["/etc/hostname"]["artifact_id"]]
+        got = requests.get(f"{served.url}/api/runs/{run_id}/artifacts/{host_art['id']}", timeout=10)
+        assert got.content == hostname + b"y\n"
+    finally:
+        shutil.rmtree(victim, ignore_errors=True)
+
+
+def test_fs_write_takes_only_true_false_or_overlay(served: ServeProcess) -> None:
+    resp = requests.post(
+        f"{served.url}/api/runs",
+        json={"cmd": "true", "permissions": {"fs_write": "layer"}},
+        timeout=10,
+    )
+    assert resp.status_code == 400 and "overlay" in resp.json()["error"]
+
+
+def test_simulated_internet_records_and_keeps_the_payload(
+    served: ServeProcess, listener: tuple[int, list[bytes]]
+) -> None:
+    """`permissions.network: "sim"`: the connection reaches the sinkhole inside the wall, not
+    the host's listener, and its payload is a run artifact named by its net.capture."""
+    port, received = listener
+    run_id = post_run(
+        served.url, cmd=["python3", "-c", PROBE, str(port)], permissions={"network": "sim"}
+    )
+    rec = wait_done(served.url, run_id)
+    assert rec["policy"]["permissions"]["network"] == "sim"
+    assert "connect: allowed" in artifact(served.url, rec, "stdout").decode()
+    [cap] = [e for e in all_events(served.url, run_id) if e["type"] == "net.capture"]
+    assert (cap["peer"], cap["port"], cap["text"]) == ("127.0.0.1", port, "ping")
+    assert artifact(served.url, rec, "capture") == b"ping"
+    [art] = [a for a in rec["artifacts"] if a["kind"] == "capture"]
+    assert art["id"] == cap["artifact"] and art["sha256"] == cap["sha256"]
+    time.sleep(0.5)
+    assert received == [], "the host's listener got the connection"

@@ -154,7 +154,11 @@ def _files(events: list[dict[str, Any]]) -> dict[str, Any]:
     dropped: dict[str, list[dict[str, Any]]] = {"created": [], "modified": [], "deleted": []}
     for e in events:
         if e["type"] == ev.FS_DROP:
-            for key, name in _DROP_KEYS:
+            change = e.get("change")
+            if isinstance(change, str):  # the layer's shape: one path
+                item = _drop_item(e | {"name": e.get("path")})
+                dropped[_LAYER_CHANGES.get(change, "modified")].append(item)
+            for key, name in _DROP_KEYS:  # the orchestrator's: the working directory
                 items = e.get(key)
                 if isinstance(items, list):
                     dropped[name] += [_drop_item(i) for i in items if isinstance(i, dict)]
@@ -178,11 +182,19 @@ def _files(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 _DROP_KEYS = (("files", "created"), ("modified", "modified"), ("deleted", "deleted"))
+# A layer drop's `change` -> the list it goes to (`metadata`: mode or owner only).
+_LAYER_CHANGES = {"created": "created", "renamed": "created", "deleted": "deleted"}
+
+
+# What a drop item may carry; the last four only in the layer's shape.
+_DROP_FIELDS = (
+    *("name", "kind", "size", "size_before", "sha256", "artifact_id"),
+    *("change", "path2", "target", "mode"),
+)
 
 
 def _drop_item(item: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", "kind", "size", "size_before", "sha256", "artifact_id")
-    return {k: item[k] for k in keys if isinstance(item.get(k), str | int)}
+    return {k: item[k] for k in _DROP_FIELDS if isinstance(item.get(k), str | int)}
 
 
 def _network(events: list[dict[str, Any]]) -> dict[str, Any]:

@@ -10,8 +10,10 @@ heartbeat moves `runs.heartbeat_at`, so a run whose executor died is found and f
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -19,18 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from bubble import events as ev
-from bubble.jobs import fsdiff, schema
+from bubble.jobs import fsdiff, layerdrops, schema
 from bubble.jobs.forward import Forwarder
 from bubble.jobs.hub import Hub
 from bubble.jobs.layout import make_work_dir
 from bubble.jobs.model import JobsConfig
 from bubble.jobs.report import counts
-from bubble.jobs.runner import Runner, RunResult, orchestrator_notes
+from bubble.jobs.runner import CAPTURES, Runner, RunResult, orchestrator_notes
 from bubble.jobs.store import EXECUTING, Store, new_id, now_iso
 from bubble.jobs.uploads import Uploads
 from bubble.policy import Policy
 
 log = logging.getLogger("bubble.jobs")
+# --net-sim names each capture by the artifact id its net.capture event gives.
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def default_worker_name() -> str:
@@ -83,12 +87,17 @@ class Executor:
         known = Policy.__dataclass_fields__  # a row from an older Bubble may have more
         policy = Policy.from_mapping({k: v for k, v in run["policy"].items() if k in known})
         workdir = self.work_root / run_id
+        # This machine's folder for what the launcher leaves beside the run (dropped-file
+        # copies, the layer's copies, --net-sim captures): stored, then removed.
+        scratch = self.work_root / f".{run_id}.scratch"
+        if policy.fs_overlay is not None:
+            policy = policy.replace(fs_overlay=layerdrops.overlay_dir(scratch))
         beat = threading.Event()
         beater = threading.Thread(target=self._beat, args=(run_id, beat), daemon=True)
         beater.start()
         try:
             self._prepare(run, policy, workdir)
-            self._execute(run, policy, workdir)
+            self._execute(run, policy, workdir, scratch)
         except Exception as err:  # recorded on the run: it must not stay "running"
             log.exception("run %s could not be executed", run_id)
             self._end(
@@ -102,6 +111,7 @@ class Executor:
             beat.set()
             beater.join()
             shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
             self.hub.publish(run_id)
             self.hub.forget(run_id)
             self.forwarder.run_finished(run_id, lambda off: self._set_offline(run_id, off))
@@ -133,42 +143,65 @@ class Executor:
             out.write(data)
         os.chmod(dest, 0o755)
 
-    def _execute(self, run: dict[str, Any], policy: Policy, workdir: Path) -> None:
+    def _execute(self, run: dict[str, Any], policy: Policy, workdir: Path, scratch: Path) -> None:
         run_id = run["id"]
+        scratch.mkdir(mode=0o700, exist_ok=True)
         before = fsdiff.snapshot(workdir)
-        result = self.runner.execute(run_id, run["command"], policy, workdir)
+        result = self.runner.execute(run_id, run["command"], policy, workdir, scratch)
         sink = result.sink
-        drops = self.work_root / f".{run_id}.drops"
         arts: list[dict[str, Any]] = []
-        try:
-            changes = fsdiff.diff(workdir, before, drops, new_id)
-            extra = orchestrator_notes(result, run["timeout"])
-            if changes.files or changes.modified or changes.deleted:
-                drop = ev.Drop(cwd=str(workdir), count=len(changes.files), **changes.as_dict())
-                extra.append(ev.as_dict(drop))
-            for item, path in changes.copies:
-                item["artifact_id"] = path.name
-                arts.append(self._store_drop(run_id, item, path))
-            if result.complete:
-                sink.add(extra)
-        finally:
-            shutil.rmtree(drops, ignore_errors=True)
+        changes = fsdiff.diff(workdir, before, scratch / "drops", new_id)
+        extra = orchestrator_notes(result, run["timeout"])
+        if changes.files or changes.modified or changes.deleted:
+            drop = ev.Drop(cwd=str(workdir), count=len(changes.files), **changes.as_dict())
+            extra.append(ev.as_dict(drop))
+        for item, path in changes.copies:
+            item["artifact_id"] = path.name
+            arts.append(self._store_file(run_id, path.name, "dropped", item["name"], path))
+        fs_changes: dict[str, Any] = changes.as_dict()
+        if policy.fs_overlay is not None and result.complete:
+            layer = layerdrops.collect(self.store, run_id, Path(policy.fs_overlay))
+            fs_changes = {k: v + layer.changes[k] for k, v in fs_changes.items()}
+            for item, path in layer.copies:  # named by their paths: ids are new
+                item["artifact_id"] = new_id()
+                arts.append(
+                    self._store_file(run_id, item["artifact_id"], "dropped", item["name"], path)
+                )
+            if layer.not_kept:
+                why = f"{layer.not_kept} changed files were over the size caps and were not kept"
+                extra.append(ev.as_dict(ev.Msg(action="orchestrator.drops_capped", message=why)))
+        if result.complete:
+            sink.add(extra)
+        arts.extend(self._captures(run_id, scratch / CAPTURES))
         arts.extend(_stream_artifacts(run_id, result))
         self.store.add_artifacts(arts)
         final = result.outcome()
-        final.update(fs_changes=changes.as_dict(), counts=counts(self.store, run_id))
+        final.update(fs_changes=fs_changes, counts=counts(self.store, run_id))
         if self.closing and not sink.exit_event:
             final.update(status=schema.INTERRUPTED, error="the server stopped during the run")
             final["hint"] = "run it again"
         if not self._end(run_id, **final):
             log.warning("run %s was ended by someone else (stale heartbeat?)", run_id)
 
-    def _store_drop(self, run_id: str, item: dict[str, Any], path: Path) -> dict[str, Any]:
-        """A dropped file's copy (within fsdiff's caps) into the store."""
+    def _store_file(
+        self, run_id: str, art_id: str, kind: str, name: str, path: Path
+    ) -> dict[str, Any]:
+        """A file of the scratch folder (a dropped file's copy within the caps, a capture)
+        into the store, as artifact `art_id`."""
         data = path.read_bytes()
-        self.store.put_blob(path.name, data)
+        self.store.put_blob(art_id, data)
         path.unlink()
-        return _artifact(run_id, path.name, "dropped", item["name"], len(data), item["sha256"])
+        return _artifact(run_id, art_id, kind, name, len(data), hashlib.sha256(data).hexdigest())
+
+    def _captures(self, run_id: str, folder: Path) -> list[dict[str, Any]]:
+        """--net-sim payloads, each named by the artifact id its net.capture event gives."""
+        if not folder.is_dir():
+            return []
+        return [
+            self._store_file(run_id, path.name, "capture", f"capture {path.name[:8]}", path)
+            for path in sorted(folder.iterdir())
+            if path.is_file() and not path.is_symlink() and _UUID.match(path.name)
+        ]
 
     def _set_offline(self, run_id: str, offline: bool) -> None:
         self.store.update_run(run_id, offline=offline)

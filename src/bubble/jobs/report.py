@@ -34,8 +34,11 @@ def policy_view(policy: dict[str, Any]) -> dict[str, Any]:
     return {
         "permissions": {
             "fs_read": True,
-            "fs_write": not policy.get("deny_fs", True),
-            "network": not policy.get("deny_net", True),
+            "fs_write": "overlay"
+            if policy.get("fs_overlay") is not None
+            else not policy.get("deny_fs", True),
+            # true: host network; "sim": the simulated internet inside the wall; false: denied
+            "network": "sim" if policy.get("net_sim") else not policy.get("deny_net", True),
         },
         "notify_exec": bool(policy.get("notify_exec")),
         "pidns": bool(policy.get("pidns")),

@@ -37,6 +37,7 @@ from bubble.jobs.output import OutputPump
 from bubble.jobs.store import Store, now_iso
 from bubble.policy import Policy, to_argv
 
+CAPTURES = "captures"  # the scratch folder's subfolder for --net-sim payloads
 GRACE = 2.0  # seconds the output pipes may stay open after the launcher ended
 READER_JOIN = 30.0
 # How often a watched run re-reads its status for a cancel asked through the store (by
@@ -66,8 +67,12 @@ class Runner:
         if self.forkserver is not None:
             self.forkserver.close()
 
-    def launcher_argv(self, policy: Policy, argv: list[str], events_fd: int) -> list[str]:
+    def launcher_argv(
+        self, policy: Policy, argv: list[str], events_fd: int, scratch: Path | None = None
+    ) -> list[str]:
         head = [self.cfg.python, "-m", "bubble", "run", *to_argv(policy)]
+        if policy.net_sim and scratch is not None:
+            head += ["--captures", str(scratch / CAPTURES)]  # payloads become artifacts
         return [*head, "--events-fd", str(events_fd), "--", *argv]
 
     def _env(self, workdir: Path) -> dict[str, str]:
@@ -135,13 +140,21 @@ class Runner:
         state = self.store.run_state(run_id)
         return state is not None and state[0] == schema.CANCELLING
 
-    def execute(self, run_id: str, argv: list[str], policy: Policy, workdir: Path) -> RunResult:
-        """Run the launcher to its end; what was seen is in the result."""
+    def execute(
+        self,
+        run_id: str,
+        argv: list[str],
+        policy: Policy,
+        workdir: Path,
+        scratch: Path | None = None,
+    ) -> RunResult:
+        """Run the launcher to its end; what was seen is in the result. `scratch`: where
+        --net-sim's captures go (the executor stores them and removes the folder)."""
         sink = EventSink(self.store, self.hub, run_id)
         ev_r, ev_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        cmd = self.launcher_argv(policy, argv, ev_w)
+        cmd = self.launcher_argv(policy, argv, ev_w, scratch)
         stop = threading.Event()
         bridge, ask_fd = store_bridge(self.store, run_id, stop) if policy.ask else (None, None)
         passed = (ev_w,) if ask_fd is None else (ev_w, ask_fd)

@@ -41,6 +41,11 @@ def unshare(flags: int) -> None:
     _check(libc.unshare(ctypes.c_int(flags)))
 
 
+def setns(fd: int, nstype: int) -> None:
+    """setns(2) (os.setns exists only from Python 3.12)."""
+    _check(libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
+
+
 def pidfd_open(pid: int) -> int:
     return syscall(_abi.NR_PIDFD_OPEN, pid, 0)
 

@@ -19,6 +19,10 @@ from bubble.sandbox import _abi, caps, landlock, netns, wire
 from bubble.sandbox import filter as bpf_filter
 from bubble.sandbox._libc import prctl, unshare
 
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from bubble.sandbox.layerplan import Layout
+
 
 @dataclass(frozen=True, slots=True)
 class ChildPlan:
@@ -40,6 +44,7 @@ class ChildPlan:
     landlock: tuple[int, int, int, tuple[str, ...]]
     stdio: tuple[int, int] | None  # replacement stdout/stderr (output limit), or None
     cgroup: bool  # the parent puts us in a cgroup that limits memory
+    layer: Layout | None = None  # --fs-overlay: the layer to build and enter
     netns: bool = False  # build the network wall (netns.plan said the kernel allows it)
 
 
@@ -154,6 +159,13 @@ def main(plan: ChildPlan) -> None:
         ):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores some; exec keeps SIG_IGN
         _limits(policy, plan.cgroup)
+        layer = -1  # the layer's tmpfs, for the parent to take; closed before exec
+        if plan.layer is not None:
+            from bubble.sandbox import overlay  # only when asked: start-up time
+
+            # Before the other namespaces and the privilege drop: building it needs
+            # CAP_SYS_ADMIN, as root or in its own user namespace (target root in the layer).
+            layer = overlay.enter(plan.layer, userns=plan.uid is None)
         if policy.pidns:
             if os.getuid() == 0:
                 unshare(_abi.CLONE_NEWPID)
@@ -177,7 +189,7 @@ def main(plan: ChildPlan) -> None:
         if plan.stdio:
             os.dup2(plan.stdio[0], 1)
             os.dup2(plan.stdio[1], 2)
-        _close_fds({plan.ready_w, plan.go_r, plan.err_w})
+        _close_fds({plan.ready_w, plan.go_r, plan.err_w, layer})
         prctl(_abi.PR_SET_NO_NEW_PRIVS, 1)
         landlock.restrict(*plan.landlock)
         prctl(_abi.PR_SET_DUMPABLE, 1)  # a uid change reset it: the parent must take the listener
@@ -187,10 +199,12 @@ def main(plan: ChildPlan) -> None:
     except Exception as err:  # noqa: BLE001 - report anything, a child must never raise
         _fail(plan.err_w, 125, f"sandbox set-up failed: {err!r}")
     try:
-        wire.send(plan.ready_w, wire.Ready(listener, killable, cwd))
+        wire.send(plan.ready_w, wire.Ready(listener, killable, cwd, layer))
         if os.read(plan.go_r, 1) != b"G":
             os._exit(125)  # the parent gave up
         os.close(listener)
+        if layer >= 0:
+            os.close(layer)
         os.close(plan.ready_w)
         os.close(plan.go_r)
     except OSError:

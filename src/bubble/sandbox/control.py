@@ -20,6 +20,8 @@ TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this blo
 if TYPE_CHECKING:
     from typing import Any
 
+    from bubble.sandbox.simnet import SimulatedInternet
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 KILL_RETRY = 0.2  # seconds between kill rounds once the tree must end
 
@@ -45,6 +47,7 @@ class Control:
         self.monitor = Monitor(policy)
         self.pump = OutputPump(policy.max_output) if policy.max_output else None
         self.cgroups: Any = None
+        self.sim: SimulatedInternet | None = None  # --net-sim's server, once forked
 
     # -- what is due ---------------------------------------------------------------------------
     def next_due(self) -> float | None:
@@ -88,7 +91,10 @@ class Control:
         if self.cgroups is not None:
             self.cgroups.kill()
         # The child's pid doubles as its process group; once reaped, the number may be reused.
-        tree.kill_tree(os.getpid(), None if self.reaped else self.child_pid, spare=self.keeper_pid)
+        # The simulated internet is spared: it is stopped after the tree, so that what the
+        # target left open is still recorded.
+        spare = (self.keeper_pid, self.sim.pid) if self.sim else (self.keeper_pid,)
+        tree.kill_tree(os.getpid(), None if self.reaped else self.child_pid, spare=spare)
         self.retry_kill_at = time.monotonic() + KILL_RETRY
 
     def end_by_limit(self, limit: str, why: str) -> None:
@@ -159,6 +165,8 @@ class Control:
                 return
             if pid == self.keeper_pid:
                 self._reaped_keeper(status, rusage)
+            elif self.sim is not None and pid == self.sim.pid:
+                self.sim.reaped = True  # died early: its pid may be reused
 
     def _reaped_keeper(self, status: int, rusage: Any) -> None:
         self.keeper_rusage = rusage  # includes the target's (the keeper reaped it)

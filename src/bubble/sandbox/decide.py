@@ -129,21 +129,21 @@ def decide_fs(
 ) -> Decision:
     if (
         row.name == "openat2"
-        and policy.deny_fs
+        and not policy.writes_allowed
         and how_flags is not None
         and not how_flags & WRITE_INTENT
     ):
         # We cannot CONTINUE on flags read from memory: make the caller use openat.
         return alert(row, nr, pid, {**ctx, "detail": "read-only openat2: use openat"}, errno.ENOSYS)
-    if row.name in _MKDIRS and policy.deny_fs and _exists(pid, ctx.get("path")):
+    allowed = _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW")
+    layer = policy.fs_overlay is not None
+    if row.name in _MKDIRS and policy.deny_fs and not layer and _exists(pid, ctx.get("path")):
         # `mkdir -p` tries every component from the root: answer like the kernel (a deny, so
         # safe whatever the path says by now) and keep it out of the violations.
         return Decision(DENY, _call(events.FS_NOOP, row.name, nr, pid, "fs", ctx), errno.EEXIST)
-    if not policy.deny_fs:
-        return Decision(
-            CONTINUE, _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW")
-        )
-    if policy.write and row.name in SCOPED_CALLS:
+    if not policy.deny_fs and not layer:
+        return Decision(CONTINUE, allowed)
+    if policy.write and row.name in SCOPED_CALLS:  # never with a layer (Policy refuses both)
         scope = _in_scope(row, ctx, policy.write)
         if scope is not None:
             return Decision(
@@ -155,13 +155,15 @@ def decide_fs(
         denied = alert(row, nr, pid, ctx, category="fs")
         return Decision(PERFORM, denied.event, denied.errno)
     if row.name in _OPENS:
+        # Also under the layer: stdout/stderr opened before the switch live outside it,
+        # where Landlock refuses a reopen for writing; the supervisor hands over its own.
         source = pseudo_device(pid, ctx.get("path"))
         if source is not None:
-            return Decision(
-                INJECT,
-                _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW"),
-                source=source,
-            )
+            return Decision(INJECT, allowed, source=source)
+    if layer:
+        # The kernel is the wall: the mount namespace and Landlock re-check the real
+        # operation, whatever memory said (DESIGN §2.4), so observing is safe.
+        return Decision(CONTINUE, allowed)
     return alert(row, nr, pid, ctx, category="fs")
 
 

@@ -84,7 +84,7 @@ def conditions(
     if kind == "syslog":
         return [[_eq32(0, action)] for action in SYSLOG_CHANGES]
     if kind == "addr":
-        watched = policy.deny_net or tracing or (row.name == "bind" and policy.deny_fs)
+        watched = policy.deny_net or tracing or (row.name == "bind" and not policy.writes_allowed)
         return [[]] if watched else []
     if kind == "listen":
         return [[]] if policy.deny_net else []

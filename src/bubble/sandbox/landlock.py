@@ -13,6 +13,7 @@ import ctypes
 import os
 import struct
 
+from bubble.errors import KernelError
 from bubble.policy import Policy
 from bubble.sandbox import _abi
 from bubble.sandbox._libc import syscall
@@ -74,10 +75,20 @@ def plan(policy: Policy, abi: int) -> tuple[int, int, int, list[str]]:
     missing: list[str] = []
     if abi <= 0:
         missing = ["Landlock is not available: seccomp alone enforces the policy"]
+        if policy.fs_overlay is not None:
+            # Without Landlock a target could write host files through another process's
+            # /proc/PID/root (same uid); the layer is not offered without its wall.
+            raise KernelError(
+                "--fs-overlay needs Landlock (Linux >= 5.13, enabled in the LSM list)",
+                "enable Landlock, or run with --deny-fs=1",
+            )
         if policy.write and policy.deny_fs:
             missing.append("write scopes need Landlock: every scoped write is denied")
         return 0, 0, 0, missing
-    if policy.deny_fs:
+    if policy.deny_fs or policy.fs_overlay is not None:
+        # Under --fs-overlay the same rights are handled and granted back beneath the layer's
+        # root only (the child passes "/" as its one writable path), so a write that reaches
+        # a host file by any other path (/proc/PID/root, an inherited fd) is refused.
         # TRUNCATE (ABI 3) is left unhandled on purpose: handling it makes *every* open walk
         # the path (+200-340 ns per read-only open, measured in docs/benchmarks.md), and it
         # adds nothing here: ftruncate needs a writable fd, which WRITE_FILE already refuses,
@@ -97,7 +108,8 @@ def plan(policy: Policy, abi: int) -> tuple[int, int, int, list[str]]:
                 )
     if policy.deny_net:
         if abi >= 4:
-            net = NET_BIND_TCP | NET_CONNECT_TCP
+            # --net-sim lets connects through inside the namespace wall, to our sinkhole.
+            net = NET_BIND_TCP | (0 if policy.net_sim else NET_CONNECT_TCP)
         else:
             missing.append(f"Landlock ABI {abi} < 4: no TCP backstop")
     if abi >= 6:

@@ -54,6 +54,10 @@ def target_user(policy: Policy) -> tuple[int | None, int | None, str | None]:
         return None, None, None
     if policy.keep_root:
         return None, None, None
+    if policy.fs_overlay is not None and not policy.user:
+        # Root of its own user namespace, mapped to root: it may change any file *in the
+        # layer*, and holds no capability over anything else (docs/security.md).
+        return None, None, "root (user namespace, in the layer)"
     name = policy.user or "nobody"
     if name == "dynamic":
         from bubble.sandbox import dynuser
@@ -90,12 +94,44 @@ def _open_events(events_path: str | None, events_fd: int | None) -> int:
         ) from None
 
 
+def _captures_dir(path: str | None) -> str | None:
+    """The folder for --net-sim payloads, created 0700 if missing (only we write there)."""
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--captures {path}: {err.strerror}", "give a writable folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--captures {path}: not writable", "give a writable folder")
+    return os.path.abspath(path)
+
+
+MAX_HTTP_BODY = 64 * 1024
+
+
+def _http_body(path: str | None) -> bytes | None:
+    """The body the sinkhole answers HTTP requests with (--http-body FILE)."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            body = fh.read(MAX_HTTP_BODY + 1)
+    except OSError as err:
+        raise UsageError(f"--http-body {path}: {err.strerror}", "give a readable file") from None
+    if len(body) > MAX_HTTP_BODY:
+        raise UsageError(f"--http-body {path} is over 64 KiB", "give a smaller file")
+    return body
+
+
 def launch(
     policy: Policy,
     argv: list[str],
     events: str | None = None,
     events_fd: int | None = None,
     sink: tuple[bool | None, int | None] = (None, None),
+    captures: str | None = None,
+    http_body: str | None = None,
 ) -> int:
     """Run `argv` under `policy`; returns the exit status DESIGN §3 defines. `sink`: text
     lines instead of NDJSON (True: in colour), and a descriptor for a copy of the NDJSON."""
@@ -114,4 +150,6 @@ def launch(
         resolve_program(argv[0]),
         target_user(policy),
         sink,
+        _captures_dir(captures),
+        _http_body(http_body),
     ).run()

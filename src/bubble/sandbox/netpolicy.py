@@ -208,6 +208,19 @@ class NetPolicy:
                 **ctx,
             )
             return Decision(DENY, event, errno.ENOENT)
+        if family in INET and self.policy.net_sim:
+            info = sock_info(pid, s32(args[0]))
+            if info is not None and info.walled:
+                # --net-sim: the socket lives inside the wall (asked of the kernel, not of
+                # memory), so wherever the address points by the time the kernel reads it,
+                # it reaches our sinkhole in that namespace and nothing else. CONTINUE even
+                # though a thread could dup2 another socket onto the fd meanwhile: the target
+                # holds no socket from outside the wall to put there (host sockets are
+                # refused as its stdio, every other fd is closed, AF_UNIX connects to host
+                # sockets are denied, so none can be received), and a socket it makes is in
+                # the wall. A blocking connect done by us would let a full backlog stall the
+                # supervisor; the DNS connect above is done by us because it is UDP.
+                return observe(events.NET_CONNECT, row, nr, pid, ctx)
         if family in INET and ctx.get("port") == DNS_PORT:
             err = connect_dns(pid, s32(args[0]), peer, DNS_PORT)
             if err is not None:
@@ -243,10 +256,14 @@ class NetPolicy:
     def _send(
         self, row: Syscall, nr: int, pid: int, ctx: dict[str, Any], args: tuple[int, ...]
     ) -> Decision:
+        fd = s32(args[0])
+        if self.policy.net_sim:
+            sim = self._simulated_send(row, nr, pid, ctx, args, fd)
+            if sim is not None:
+                return sim
         if "peer" in ctx:  # an address, or one we could not read: denied either way
             ctx.update(dnsquery.fields(self._payloads(row, pid, args)))
             return alert(row, nr, pid, ctx)
-        fd = s32(args[0])
         info = sock_info(pid, fd)
         if info is None:
             # No socket (the kernel answers ENOTSOCK or EBADF), or one we may not inspect
@@ -274,6 +291,20 @@ class NetPolicy:
         elif not info.walled:
             ctx["detail"] = "socket from outside the network wall"
         return alert(row, nr, pid, ctx)
+
+    def _simulated_send(
+        self, row: Syscall, nr: int, pid: int, ctx: dict[str, Any], args: tuple[int, ...], fd: int
+    ) -> Decision | None:
+        """--net-sim: a send on an AF_INET/AF_INET6 socket inside the wall goes through (the
+        sinkhole gets it, nothing else can); one with an address is logged as `net.send`,
+        one without is the payload of a connection the capture already records."""
+        info = sock_info(pid, fd)
+        if info is None or info.family not in INET or not info.walled:
+            return None
+        if "peer" not in ctx:
+            return Decision(CONTINUE, None)
+        ctx.update(dnsquery.fields(self._payloads(row, pid, args)))
+        return observe(events.NET_SEND, row, nr, pid, ctx)
 
     def _payloads(self, row: Syscall, pid: int, args: tuple[int, ...]) -> list[bytes]:
         """The first bytes of each message the call sends (bounded), for DNS decoding."""
@@ -323,7 +354,7 @@ def _traced(row: Syscall, nr: int, pid: int, ctx: dict[str, Any], policy: Policy
     that is backed by Landlock's MAKE_SOCK right, which does not depend on memory)."""
     if (
         row.name == "bind"
-        and policy.deny_fs
+        and not policy.writes_allowed
         and ctx.get("family") == 1
         and not str(ctx.get("peer", "@")).startswith(("@", "<"))
     ):

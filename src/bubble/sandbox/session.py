@@ -30,6 +30,10 @@ from bubble.sandbox.limits import which_limit
 from bubble.sandbox.outcome import account, peak_rss
 from bubble.sandbox.supervisor import Supervisor
 
+TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
+if TYPE_CHECKING:
+    from bubble.sandbox.layerplan import Layout
+
 
 class Session:
     """Runs one target under one policy; `run()` returns the exit status."""
@@ -42,6 +46,8 @@ class Session:
         path: str,
         user: tuple[int | None, int | None, str | None],
         sink: tuple[bool | None, int | None] = (None, None),
+        captures: str | None = None,
+        http_body: bytes | None = None,
     ) -> None:
         self.policy = policy
         self.argv = argv
@@ -51,6 +57,9 @@ class Session:
         self.ctl = Control(policy, self.writer)
         self.notes: list[str] = []
         self.lifecycle: lifecycle.Lifecycle | None = None
+        self.layer_fd = -1  # --fs-overlay: the layer's tmpfs, taken from the child
+        self.captures = captures  # where --net-sim keeps payloads (None: not kept)
+        self.http_body = http_body  # what its sinkhole answers HTTP with (None: the default)
 
     def run(self) -> int:
         policy, ctl = self.policy, self.ctl
@@ -79,6 +88,10 @@ class Session:
             signal.signal(sig, lambda *_: None)
         plan = self._plan(fallback, ready_w, go_r, err_w)
         self.lifecycle = _open_lifecycle(self.writer, self.notes)
+        if policy.net_sim and plan.netns:
+            from bubble.sandbox.simnet import SimulatedInternet
+
+            ctl.sim = SimulatedInternet.fork(self.captures, self.http_body, self.writer)
         ours = (ready_r, go_w, err_r, wake_r, wake_w, report_r, *self._private_fds())
         if self.lifecycle:
             ours += (self.lifecycle.fileno(),)
@@ -127,6 +140,14 @@ class Session:
         if policy.write and not scoped:
             # Without Landlock a scoped allow would be a CONTINUE on memory: deny them all.
             self.policy = policy = policy.replace(write=())
+        self.layout: Layout | None = None
+        if policy.fs_overlay is not None:
+            from bubble.sandbox import layerplan
+
+            self.layout = layerplan.plan(policy.max_layer)
+            # Landlock grants writes back beneath "/" -- opened by the child after pivot_root,
+            # so the layer's root and nothing of the host's.
+            scoped = ("/",)
         return child.ChildPlan(
             policy=policy,
             path=self.path,
@@ -143,6 +164,7 @@ class Session:
             landlock=(fs, net, scope, scoped),
             stdio=self.ctl.pump.child_fds() if self.ctl.pump else None,
             cgroup=bool(self.ctl.cgroups and "memory" in self.ctl.cgroups.dirs),
+            layer=self.layout,
             netns=wall,
         )
 
@@ -151,6 +173,8 @@ class Session:
         fds = [self.writer.fd] if self.writer.fd > 2 else []
         if self.ctl.pump:
             fds += list(self.ctl.pump.sinks)
+        if self.ctl.sim:
+            fds += list(self.ctl.sim.fds())
         return tuple(fds)
 
     def _supervise(
@@ -165,6 +189,8 @@ class Session:
         ctl = self.ctl
         ready = wire.Reader(ready_r).read_one()
         if not isinstance(ready, wire.Ready):
+            if ctl.sim is not None:
+                ctl.sim.stop()  # never joined: it ends without a record
             ctl.drain(err)
             ctl.reap(block=True)
             ctl.drain(report)
@@ -172,6 +198,8 @@ class Session:
         pidfd = pidfd_open(ctl.child_pid)
         try:
             listener = pidfd_getfd(pidfd, ready.listener)
+            if ready.layer >= 0:
+                self.layer_fd = pidfd_getfd(pidfd, ready.layer)
         finally:
             os.close(pidfd)
         exe, exe_hex = events.exact(self.path)
@@ -205,6 +233,8 @@ class Session:
             watch[fd] = functools.partial(ctl.on_output, fd)
         if self.lifecycle:
             watch[self.lifecycle.fileno()] = self.lifecycle.on_readable
+        if self.policy.net_sim:
+            self._start_simulated_internet(watch)
         os.write(go_w, b"G")
         try:
             sup.serve(watch, ctl.next_due, ctl.on_due)
@@ -213,13 +243,47 @@ class Session:
             ctl.kill_all()
         finally:
             os.close(listener)
+        if ctl.sim is not None:
+            ctl.sim.stop()  # the target's tree is gone: what it left open is recorded now
         ctl.reap(block=True)
         ctl.drain(err)
         ctl.drain(report)
         ctl.drain_output()
         if self.lifecycle:
             self.lifecycle.finish()  # every process.end before the root's process.exit
+        if self.layer_fd >= 0:
+            # A copy: a loop thread abandoned by the stall guard may still add to it.
+            self._report_layer(dict(sup.renames) if sup.renames is not None else None)
         return self._finish(started, sup)
+
+    def _start_simulated_internet(self, watch: dict[int, Callable[[], bool]]) -> None:
+        """--net-sim: the DNS server and the sinkhole join the wall, before "go"."""
+        ctl = self.ctl
+        why = ctl.sim.join(ctl.child_pid) if ctl.sim else "there is no network wall for it"
+        if why is not None:
+            ctl.sim = None
+            message = f"--net-sim is off: {why}; the network is denied as without it"
+            self.writer.emit(events.Msg(action="degraded", message=message))
+            return
+        assert ctl.sim is not None
+        watch[ctl.sim.fd] = ctl.sim.on_records
+
+    def _report_layer(self, renames: dict[str, str] | None) -> None:
+        """Every process is gone: read what the run changed in its layer, then let it go."""
+        from bubble.sandbox import drops
+
+        assert self.layout is not None
+        try:
+            limit = drops.report(
+                self.writer, self.layer_fd, self.layout, self.policy, self.ctl.child_pid, renames
+            )
+            self.ctl.limit = self.ctl.limit or limit
+        except OSError as err:
+            message = f"reading the layer failed: {err}"
+            self.writer.emit(events.Msg(action="error", message=message, pid=self.ctl.child_pid))
+        finally:
+            os.close(self.layer_fd)
+            self.layer_fd = -1
 
     def _degraded(self, listener: int, killable: bool) -> None:
         """One `sandbox.msg` per missing kernel feature or active test hook."""

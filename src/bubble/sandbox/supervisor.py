@@ -59,6 +59,8 @@ _UNKNOWN = Syscall("unknown", -1, "sys", (), "sys")
 READ_BOUND = 1.0  # seconds one notification may take; decoding normally takes microseconds
 MAX_STALLS = 8  # stuck loop threads tolerated in one run before the supervisor gives up
 TIMED_OUT = "<unreadable: ETIMEDOUT>"
+_RENAMES = frozenset({"rename", "renameat", "renameat2"})
+MAX_RENAMES = 10_000
 
 
 def _tty_nr(pid: int) -> int | None:
@@ -107,6 +109,9 @@ class Supervisor:
         self._lock = threading.Lock()
         self._failure: BaseException | None = None
         self.stalls = 0
+        # --fs-overlay: new path -> old path of the renames seen, so the layer's report can
+        # call a deletion plus a creation a rename (bounded: a hint, not a record).
+        self.renames: dict[str, str] | None = {} if policy.fs_overlay is not None else None
         self.held = _held_calls(self, policy)
 
     # -- answering ---------------------------------------------------------------------------
@@ -207,6 +212,10 @@ class Supervisor:
         elif row.rule.startswith("adjtime:"):
             how_flags, extra = decoder.timex_modes(pid, args[int(row.rule[8:])])
             ctx.update(extra)
+        if self.renames is not None and row.name in _RENAMES and len(self.renames) < MAX_RENAMES:
+            old, new = ctx.get("path"), ctx.get("path2")
+            if isinstance(old, str) and isinstance(new, str):
+                self.renames[new] = old
         return decide(row, nr, pid, ctx, self.policy, args, how_flags)
 
     def _non_native(self, pid: int, nr: int, arch: int, args: tuple[int, ...]) -> Decision:

@@ -62,10 +62,11 @@ def alive(pid: int) -> bool:
 
 
 def kill_tree(
-    root: int, pgid: int | None = None, spare: int | None = None, rounds: int = 200
+    root: int, pgid: int | None = None, spare: tuple[int, ...] = (), rounds: int = 200
 ) -> int:
     """SIGKILL every descendant of `root` (and process group `pgid`) until none is left
-    alive; `spare` (our keeper) is left alive, its descendants are not.
+    alive; `spare` (our keeper, the simulated internet) are left alive, their descendants
+    are not.
 
     Returns how many signals were sent. Every descendant is signalled whatever its state (a
     SIGKILL to a real zombie is harmless; to a `Z` leader with live threads it ends them all).
@@ -80,7 +81,7 @@ def kill_tree(
                 sent += 1
             except OSError:
                 pass  # group already empty
-        found = [p for p in descendants(root) if p != spare]
+        found = [p for p in descendants(root) if p not in spare]
         for pid in found:
             try:
                 os.kill(pid, signal.SIGKILL)

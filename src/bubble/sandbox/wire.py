@@ -15,11 +15,13 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Ready:
     """The child loaded the filter: the listener's fd number in the child, whether the kernel
-    has WAIT_KILLABLE_RECV, and the directory the target starts in."""
+    has WAIT_KILLABLE_RECV, the directory the target starts in, and (--fs-overlay) the fd
+    number of the layer's tmpfs in the child for the parent to take, else -1."""
 
     listener: int
     killable: bool
     cwd: str
+    layer: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,7 @@ def _untext(value: str) -> str:
 def encode(msg: Message) -> bytes:
     """One line for `msg`."""
     if isinstance(msg, Ready):
-        fields = [str(msg.listener), str(int(msg.killable)), _text(msg.cwd)]
+        fields = [str(msg.listener), str(int(msg.killable)), str(msg.layer), _text(msg.cwd)]
     elif isinstance(msg, Failed):
         fields = [str(msg.code), _text(msg.message)]
     elif isinstance(msg, InitStatus):
@@ -99,8 +101,8 @@ def decode(line: bytes) -> Message:
     """The message on one line (without its newline); ValueError if it is not one."""
     kind, *fields = line.decode("ascii").split(" ")
     cls = _KINDS.get(kind)
-    if cls is Ready and len(fields) == 3:
-        return Ready(int(fields[0]), fields[1] == "1", _untext(fields[2]))
+    if cls is Ready and len(fields) == 4:
+        return Ready(int(fields[0]), fields[1] == "1", _untext(fields[3]), int(fields[2]))
     if cls is Failed and len(fields) == 2:
         return Failed(int(fields[0]), _untext(fields[1]))
     if cls is InitStatus and len(fields) == 1:

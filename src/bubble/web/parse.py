@@ -132,10 +132,24 @@ def _policy(body: Mapping[str, Any], max_timeout: float) -> Policy:
     peek = body.get("peek_tx", 0)
     if isinstance(peek, bool) or not isinstance(peek, int):
         raise BadRequest("peek_tx must be a whole number of bytes", '"peek_tx": 64')
+    fs_write = perms.get("fs_write", False)
+    if fs_write not in (True, False, "overlay"):
+        raise BadRequest(
+            'fs_write must be true, false or "overlay"',
+            '"overlay" lets the program write into a throwaway layer; true writes to the host',
+        )
+    network = perms.get("network", False)
+    if network not in (True, False, "sim"):
+        raise BadRequest(
+            'network must be true, false or "sim"',
+            '"sim": a simulated internet inside the wall (DNS answers, a sinkhole records)',
+        )
     try:
         return Policy(
-            deny_fs=not _bool(perms, "fs_write", False),
-            deny_net=not _bool(perms, "network", False),
+            deny_fs=fs_write is not True,
+            fs_overlay="" if fs_write == "overlay" else None,
+            deny_net=network is not True,
+            net_sim=network == "sim",
             notify_exec=_bool(body, "notify_exec", True),  # the seed's UI default
             pidns=_bool(body, "pidns", False),
             diagnose=_bool(body, "diagnose", False),

@@ -22,6 +22,19 @@ function showError(err) {
   if (err instanceof ApiError && err.hint) box.append(el("span", { class: "muted" }, ` — ${err.hint}`));
 }
 
+/** `fs_write`: false, "overlay" (a throwaway layer) or true (the real host). */
+function fsWrite() {
+  if (!$("p-fswrite").checked) return false;
+  return $("p-layer").checked ? "overlay" : true;
+}
+
+function showLayer() {
+  $("p-layer").disabled = !$("p-fswrite").checked;
+}
+$("p-fswrite").addEventListener("change", showLayer);
+$("p-layer").addEventListener("change", showLayer);
+showLayer();
+
 /** A word list as a shell would read it back (for the args field). */
 function shellJoin(words) {
   return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'"'"'`)}'`)).join(" ");
@@ -32,7 +45,8 @@ function shellJoin(words) {
 function policyBody() {
   const net = $("p-net").checked;
   const body = {
-    permissions: { fs_write: $("p-fswrite").checked, network: net },
+    // network: true (host network), "sim" (the simulated internet inside the wall), false
+    permissions: { fs_write: fsWrite(), network: net || ($("p-netsim").checked ? "sim" : false) },
     notify_exec: $("p-exec").checked,
     pidns: $("p-pidns").checked,
     diagnose: $("p-diag").checked,
@@ -91,7 +105,10 @@ function fillForm(rec) {
   const body = rec.rerun || {};
   const p = rec.policy || {};
   $("p-fswrite").checked = !!p.permissions?.fs_write;
-  $("p-net").checked = !!p.permissions?.network;
+  $("p-layer").checked = p.permissions?.fs_write !== true;
+  showLayer();
+  $("p-net").checked = p.permissions?.network === true;
+  $("p-netsim").checked = p.permissions?.network === "sim";
   $("p-exec").checked = !!p.notify_exec;
   $("p-pidns").checked = !!p.pidns;
   $("p-diag").checked = !!p.diagnose;
@@ -197,6 +214,11 @@ $("upload-btn").addEventListener("click", runUpload);
 $("file").addEventListener("change", uploadLabel);
 $("sample-clear").addEventListener("click", () => loadSample(null));
 $("p-net").addEventListener("change", netToggles);
+// Host network and the simulated one exclude each other.
+$("p-net").addEventListener("change", () => { if ($("p-net").checked) $("p-netsim").checked = false; });
+$("p-netsim").addEventListener("change", () => {
+  if ($("p-netsim").checked && $("p-net").checked) { $("p-net").checked = false; netToggles(); }
+});
 $("p-trace").addEventListener("change", () => { traceTouched = true; netToggles(); });
 $("rerun-btn").addEventListener("click", () => (loadedSample ? runUpload() : runCommand()));
 $("cancel-btn").addEventListener("click", async () => {

@@ -6,6 +6,7 @@ import { AskCards } from "./ask.js";
 import { $, atBottom, fmtBytes } from "./dom.js";
 import { EventList } from "./eventlist.js";
 import { NetActivity } from "./netpanel.js";
+import { SimPanel } from "./simnet.js";
 import { renderSummary } from "./summary.js";
 import { Violations } from "./violations.js";
 
@@ -23,6 +24,7 @@ export class RunView {
     this.asks = new AskCards($("asks"), $("ask-list"));
     this.violations = new Violations($("vio-list"), $("vio-empty"), $("vio-more"), $("vio-counts"));
     this.events = new EventList($("ev-list"), $("ev-hidden"), $("ev-count"), $("chips"), $("ev-filter"));
+    this.sim = new SimPanel($("simnet"));
     this.out = { stdout: $("stdout"), stderr: $("stderr") };
     this.sources = [];
     this.runId = null;
@@ -95,6 +97,7 @@ export class RunView {
     this.violations.reset();
     this.net.reset();
     this.events.reset();
+    this.sim.reset(id);
     for (const pre of Object.values(this.out)) pre.textContent = "";
     $("stderr-size").textContent = "";
     $("out-note").hidden = true;
@@ -163,6 +166,7 @@ export class RunView {
     this.violations.flush();
     this.net.flush();
     this.events.flush();
+    this.sim.flush();
     if (this.outDirty) this.flushOutput();
     if (this.queue.length || this.events.behind) this.schedule();
     else if (this.ended) this.finish();
@@ -175,7 +179,11 @@ export class RunView {
     if (ev.type === "policy.ask") this.asks.add(ev);
     else if (ev.type === "policy.allow" || ev.type === "policy.alert") this.asks.settle(ev);
     if (ev.type === "policy.alert") this.violations.add(ev);
-    else if (typeof ev.type === "string" && ev.type.startsWith("net.")) this.net.add(ev);
+    else if (ev.type === "net.dns" || ev.type === "net.capture") this.sim.add(ev);
+    else if (typeof ev.type === "string" && ev.type.startsWith("net.")) {
+      this.net.add(ev);
+      this.sim.add(ev); // endpoints contacted, named by our DNS when it answered
+    }
   }
 
   flushOutput() {

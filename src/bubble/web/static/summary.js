@@ -34,6 +34,7 @@ function dropped(f) {
   const parts = [el("span", { class: "muted" }, `(${f.kind}${f.size != null ? `, ${fmtBytes(f.size)}` : ""})`)];
   if (f.sha256) parts.push(" ", el("code", { class: "sha", title: "sha256" }, f.sha256));
   if (f.target) parts.push(" → ", el("code", {}, f.target));
+  if (f.path2) parts.push(" renamed from ", el("code", {}, f.path2));
   return parts;
 }
 
@@ -61,7 +62,8 @@ function artifactLink(art, cap) {
 }
 
 function modified(f) {
-  const parts = [el("span", { class: "muted" }, `(${fmtBytes(f.size_before)} → ${fmtBytes(f.size_after)})`)];
+  const sizes = f.size_before != null ? `${fmtBytes(f.size_before)} → ${fmtBytes(f.size_after)}` : fmtBytes(f.size_after);
+  const parts = [el("span", { class: "muted" }, `(${f.change === "metadata" ? "mode/owner, " : ""}${sizes})`)];
   if (f.sha256) parts.push(" ", el("code", { class: "sha", title: "sha256 after" }, f.sha256));
   return parts;
 }
