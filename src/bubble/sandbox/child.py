@@ -55,7 +55,20 @@ def _fail(err_w: int, code: int, message: str) -> None:
         os._exit(code)
 
 
-def _limits(policy: Policy, in_cgroup: bool) -> None:
+def _others_of(uid: int) -> int:
+    """Processes whose real uid is `uid` (zombies included) that exist before the target."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == uid:
+                    count += 1
+            except OSError:
+                pass  # gone meanwhile
+    return count
+
+
+def _limits(policy: Policy, in_cgroup: bool, uid: int | None = None) -> None:
     # The kernel writes core dumps on the target's behalf, past any syscall filter. 1, not 0:
     # a core_pattern pipe helper ignores RLIMIT_CORE except the value 1, and a file dump
     # needs at least a page, so 1 stops both.
@@ -66,7 +79,12 @@ def _limits(policy: Policy, in_cgroup: bool) -> None:
     if policy.cpu:
         resource.setrlimit(resource.RLIMIT_CPU, (policy.cpu, policy.cpu + 1))
     if policy.max_procs:
-        resource.setrlimit(resource.RLIMIT_NPROC, (policy.max_procs, policy.max_procs))
+        # RLIMIT_NPROC counts every process of the uid on the machine: others of the
+        # target's uid (another run, a zombie nobody reaps) would eat the run's allowance and
+        # keep the tree below --max-procs, so the run only ended at --timeout (seen: one stale
+        # `nobody` zombie did it). Raised by their number, counted as the run starts.
+        limit = policy.max_procs + (_others_of(uid) if uid is not None else 0)
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
 
 
 def _foreground() -> None:
@@ -158,7 +176,7 @@ def main(plan: ChildPlan) -> None:
             signal.SIGTTIN,
         ):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores some; exec keeps SIG_IGN
-        _limits(policy, plan.cgroup)
+        _limits(policy, plan.cgroup, plan.uid)
         layer = -1  # the layer's tmpfs, for the parent to take; closed before exec
         if plan.layer is not None:
             from bubble.sandbox import overlay  # only when asked: start-up time
