@@ -67,8 +67,10 @@ def _answers(base: str) -> None:
 
 
 @pytest.mark.xfail(
-    reason="open: since the store-backed SSE stream was merged, a silent client's stream is no "
-    "longer cut within --write-timeout (the caps, the RSS bound and the answering server hold)",
+    reason="open: on a quiet machine some silent clients receive the whole stream (it fails on "
+    "the branch that added it too, which passed at load 20-40): the run may fit in loopback "
+    "socket buffers, leaving nothing pending to time out; the caps, the RSS bound and the "
+    "answering server hold",
     strict=False,
 )
 def test_silent_stream_clients_cannot_starve_the_server(data_dir: Path) -> None:
