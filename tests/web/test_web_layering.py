@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "bubble"
-LEAVES = {"bubble.policy", "bubble.events", "bubble.errors", "bubble.eventline", "bubble.scopes"}
+LEAVES = {
+    "bubble.policy",
+    "bubble.events",
+    "bubble.errors",
+    "bubble.eventline",
+    "bubble.scopes",
+    "bubble.filekind",
+}
 
 
 def bubble_imports(path: Path) -> set[str]:

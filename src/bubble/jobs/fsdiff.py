@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bubble.filekind import kind as _kind
+
 MAX_ENTRIES = 20_000
 MAX_COPY_FILE = 64 << 20
 MAX_COPY_TOTAL = 256 << 20
@@ -30,16 +32,6 @@ class Entry:
 
 
 Snapshot = dict[str, Entry]
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
 
 
 def snapshot(root: Path, limit: int = MAX_ENTRIES) -> Snapshot:

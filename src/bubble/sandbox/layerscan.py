@@ -16,6 +16,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from bubble.filekind import kind as _kind
 from bubble.sandbox.layerplan import DEV_LINKS, DEVICES, Layout
 
 OPAQUE = "user.overlay.opaque"
@@ -31,16 +32,6 @@ class Change:
     size: int | None = None
     mode: int | None = None
     target: str | None = None
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
 
 
 def _lstat(path: str) -> os.stat_result | None:

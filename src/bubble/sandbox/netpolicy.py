@@ -197,16 +197,11 @@ class NetPolicy:
         family, peer = ctx.get("family"), str(ctx.get("peer", "<"))
         if family == _abi.AF_UNIX and peer.startswith("/") and _missing(pid, peer):
             # What the kernel would answer: name-service lookups (nscd) are not escapes.
-            event = events.Call(
-                type=events.NET_CONNECT,
-                pid=pid,
-                category="net",
-                syscall=row.name,
-                syscall_no=nr,
+            event = _connect_event(
+                row, nr, pid, ctx,
                 denied="ENOENT",
                 detail="no socket at this path: answered ENOENT as the kernel would",
-                **ctx,
-            )
+            )  # fmt: skip
             return Decision(DENY, event, errno.ENOENT)
         if family in INET and self.policy.net_sim:
             info = sock_info(pid, s32(args[0]))
@@ -225,31 +220,14 @@ class NetPolicy:
             err = connect_dns(pid, s32(args[0]), peer, DNS_PORT)
             if err is not None:
                 ctx["detail"] = "DNS: UDP socket connected by the supervisor inside the wall"
-                event = events.Call(
-                    type=events.NET_CONNECT,
-                    pid=pid,
-                    category="net",
-                    syscall=row.name,
-                    syscall_no=nr,
-                    decision="ALLOW",
-                    denied=errno.errorcode.get(err) if err else None,
-                    **ctx,
-                )
+                denied = errno.errorcode.get(err) if err else None
+                event = _connect_event(row, nr, pid, ctx, decision="ALLOW", denied=denied)
                 return Decision(DONE, event, err)
         scope = self.scopes.match(peer, ctx.get("port")) if self.scopes and family in INET else None
         if scope is not None:
             # Made by the supervisor from the host's network on the address read once here
             # (connector.py); the target's own socket stays inside the wall.
-            event = events.Call(
-                type=events.NET_CONNECT,
-                pid=pid,
-                category="net",
-                syscall=row.name,
-                syscall_no=nr,
-                decision="ALLOW",
-                scope=scope,
-                **ctx,
-            )
+            event = _connect_event(row, nr, pid, ctx, decision="ALLOW", scope=scope)
             return Decision(CONNECT, event)
         return alert(row, nr, pid, ctx)
 
@@ -328,6 +306,16 @@ def _is_socket(pid: int, fd: int) -> bool:
         return os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
     except OSError:
         return True
+
+
+def _connect_event(
+    row: Syscall, nr: int, pid: int, ctx: dict[str, Any], **extra: Any
+) -> events.Call:
+    """A `net.connect` event for a connect answered without an alert."""
+    return events.Call(
+        type=events.NET_CONNECT, pid=pid, category="net", syscall=row.name, syscall_no=nr,
+        **ctx, **extra,
+    )  # fmt: skip
 
 
 def _family(family: int) -> dict[str, Any]:
