@@ -59,14 +59,59 @@ SCOPED_CALLS = _OPENS | frozenset(
 )  # fmt: skip
 
 
+_EPERM = errno.EPERM  # inside Decision, `errno` names the field
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What the supervisor answers, and the event that records it (None: internal call)."""
+    """What the supervisor answers, and the event that records it (None: internal call).
+    Built by the named constructors below, one per answer, so an action never travels with
+    fields it does not use (an errno on a CONTINUE, a source on a DENY)."""
 
     action: str
     event: events.Event | None
     errno: int = 0
     source: str = ""  # for INJECT: a path to open, or "fd:N" to duplicate from the target
+
+    @classmethod
+    def deny(cls, event: events.Event | None, err: int = _EPERM) -> Decision:
+        """Answer -err; the call never runs."""
+        if err <= 0:
+            raise ValueError(f"a deny needs a positive errno, not {err}")
+        return cls(DENY, event, err)
+
+    @classmethod
+    def cont(cls, event: events.Event | None = None) -> Decision:
+        """Let the kernel run the call: only when nothing read from memory decided it, or
+        the kernel re-checks what memory says (Landlock, the network wall)."""
+        return cls(CONTINUE, event)
+
+    @classmethod
+    def inject(cls, source: str, event: events.Event | None) -> Decision:
+        """Answer with a descriptor the supervisor opened itself from `source`."""
+        if not source:
+            raise ValueError("an inject needs a source")
+        return cls(INJECT, event, source=source)
+
+    @classmethod
+    def done(cls, event: events.Event | None, err: int) -> Decision:
+        """The supervisor already performed the call: answer -err (0: success)."""
+        if err < 0:
+            raise ValueError(f"errno must be 0 or positive, not {err}")
+        return cls(DONE, event, err)
+
+    @classmethod
+    def connect(cls, event: events.Event) -> Decision:
+        """A connect scope allows it: connector.py connects from the host's network."""
+        return cls(CONNECT, event)
+
+    @classmethod
+    def perform(cls, denied: Decision) -> Decision:
+        """Carry the call out on the caller's behalf (onbehalf.py); if that is refused,
+        answer as `denied` (an alert) says."""
+        if denied.action != DENY:
+            raise ValueError("perform falls back to a deny")
+        return cls(PERFORM, denied.event, denied.errno)
 
 
 def _call(
@@ -97,12 +142,12 @@ def alert(
         reason="errno",
         denied=errno.errorcode[err],
     )
-    return Decision(DENY, event, err)
+    return Decision.deny(event, err)
 
 
 def observe(kind: str, row: Syscall, nr: int, pid: int, ctx: dict[str, Any]) -> Decision:
     """Let the call run and log it as `kind` (observation only: DESIGN §2.4)."""
-    return Decision(CONTINUE, _call(kind, row.name, nr, pid, row.category, ctx, decision="ALLOW"))
+    return Decision.cont(_call(kind, row.name, nr, pid, row.category, ctx, decision="ALLOW"))
 
 
 def pseudo_device(pid: int, path: str | None) -> str | None:
@@ -140,30 +185,29 @@ def decide_fs(
     if row.name in _MKDIRS and policy.deny_fs and not layer and _exists(pid, ctx.get("path")):
         # `mkdir -p` tries every component from the root: answer like the kernel (a deny, so
         # safe whatever the path says by now) and keep it out of the violations.
-        return Decision(DENY, _call(events.FS_NOOP, row.name, nr, pid, "fs", ctx), errno.EEXIST)
+        return Decision.deny(_call(events.FS_NOOP, row.name, nr, pid, "fs", ctx), errno.EEXIST)
     if not policy.deny_fs and not layer:
-        return Decision(CONTINUE, allowed)
+        return Decision.cont(allowed)
     if policy.write and row.name in SCOPED_CALLS:  # never with a layer (Policy refuses both)
         scope = _in_scope(row, ctx, policy.write)
         if scope is not None:
-            return Decision(
-                CONTINUE,
+            return Decision.cont(
                 _call(events.FS_WRITE, row.name, nr, pid, "fs", ctx, decision="ALLOW", scope=scope),
             )
     if policy.write and row.name in PERFORMED:
         # No Landlock right covers these: the supervisor pins the object and checks it.
         denied = alert(row, nr, pid, ctx, category="fs")
-        return Decision(PERFORM, denied.event, denied.errno)
+        return Decision.perform(denied)
     if row.name in _OPENS:
         # Also under the layer: stdout/stderr opened before the switch live outside it,
         # where Landlock refuses a reopen for writing; the supervisor hands over its own.
         source = pseudo_device(pid, ctx.get("path"))
         if source is not None:
-            return Decision(INJECT, allowed, source=source)
+            return Decision.inject(source, allowed)
     if layer:
         # The kernel is the wall: the mount namespace and Landlock re-check the real
         # operation, whatever memory said (DESIGN §2.4), so observing is safe.
-        return Decision(CONTINUE, allowed)
+        return Decision.cont(allowed)
     return alert(row, nr, pid, ctx, category="fs")
 
 
@@ -208,7 +252,7 @@ def decide_ioctl(
         # Inode flags and the like: a filesystem mutation.
         return decide_fs(row, nr, pid, ctx, policy, None)
     if cmd in family.reads:
-        return Decision(CONTINUE, None)  # reports state only
+        return Decision.cont()  # reports state only
     detail = f"{family.name} ioctl {cmd:#x}: {family.note}"
     return alert(row, nr, pid, {**ctx, "detail": detail})
 
@@ -220,7 +264,7 @@ def decide_adjtime(
     CAP_SYS_TIME, since then the kernel refuses any setting itself, whatever the target
     writes into `modes` after our look; with --keep-caps every call is denied and logged."""
     if modes == 0 and not policy.keep_caps:
-        return Decision(CONTINUE, None)
+        return Decision.cont()
     return alert(row, nr, pid, ctx)
 
 
@@ -251,7 +295,7 @@ def decide(
             syscall=row.name,
             syscall_no=nr,
         )
-        return Decision(CONTINUE, spawn)
+        return Decision.cont(spawn)
     if row.name == "ioctl":
         return decide_ioctl(row, nr, pid, ctx, policy, args[1] & 0xFFFFFFFF)
     if row.rule.startswith("adjtime:"):

@@ -35,7 +35,7 @@ from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox import _abi, dnsquery, netns
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
-from bubble.sandbox.decide import CONNECT, CONTINUE, DENY, DONE, Decision, alert, observe
+from bubble.sandbox.decide import Decision, alert, observe
 from bubble.sandbox.decode import Decoder, family_name, s32
 from bubble.sandbox.netscope import ConnectScopes
 from bubble.sandbox.procmem import status_kb
@@ -202,7 +202,7 @@ class NetPolicy:
                 denied="ENOENT",
                 detail="no socket at this path: answered ENOENT as the kernel would",
             )  # fmt: skip
-            return Decision(DENY, event, errno.ENOENT)
+            return Decision.deny(event, errno.ENOENT)
         if family in INET and self.policy.net_sim:
             info = sock_info(pid, s32(args[0]))
             if info is not None and info.walled:
@@ -222,13 +222,13 @@ class NetPolicy:
                 ctx["detail"] = "DNS: UDP socket connected by the supervisor inside the wall"
                 denied = errno.errorcode.get(err) if err else None
                 event = _connect_event(row, nr, pid, ctx, decision="ALLOW", denied=denied)
-                return Decision(DONE, event, err)
+                return Decision.done(event, err)
         scope = self.scopes.match(peer, ctx.get("port")) if self.scopes and family in INET else None
         if scope is not None:
             # Made by the supervisor from the host's network on the address read once here
             # (connector.py); the target's own socket stays inside the wall.
             event = _connect_event(row, nr, pid, ctx, decision="ALLOW", scope=scope)
-            return Decision(CONNECT, event)
+            return Decision.connect(event)
         return alert(row, nr, pid, ctx)
 
     def _send(
@@ -248,19 +248,19 @@ class NetPolicy:
             # (a non-dumpable target, a non-root supervisor). sendto's NULL address is a
             # register: nothing to rewrite after the check. msg_name is in memory.
             if row.name == "sendto" or not _is_socket(pid, fd):
-                return Decision(CONTINUE, None)
+                return Decision.cont()
             ctx["detail"] = "socket not inspectable: msg_name could change after the check"
             return alert(row, nr, pid, ctx)
         if info.inode in self.ours and (info.type == SOCK_STREAM or row.name == "sendto"):
             # A socket we connected for a scope: TCP ignores any address in a send (so memory
             # cannot redirect it), and sendto's NULL address came from a register.
-            return Decision(CONTINUE, None)
+            return Decision.cont()
         if info.family == _abi.AF_UNIX and (
             info.type in UNIX_CONNECTED_TYPES or row.name == "sendto"
         ):
             # The peer is fixed: the kernel ignores msg_name on connected AF_UNIX stream and
             # seqpacket sockets, and sendto's NULL address came from a register.
-            return Decision(CONTINUE, None)
+            return Decision.cont()
         ctx.update(_family(info.family))
         ctx.update(_clean({"peer": info.peer, "port": info.port}))
         ctx.update(dnsquery.fields(self._payloads(row, pid, args)))
@@ -280,7 +280,7 @@ class NetPolicy:
         if info is None or info.family not in INET or not info.walled:
             return None
         if "peer" not in ctx:
-            return Decision(CONTINUE, None)
+            return Decision.cont()
         ctx.update(dnsquery.fields(self._payloads(row, pid, args)))
         return observe(events.NET_SEND, row, nr, pid, ctx)
 

@@ -231,7 +231,7 @@ class Supervisor:
                     self._names[key] = known
                 name = known or f"#{nr}"
         if name in _NON_NATIVE_EXIT:
-            return Decision(CONTINUE, None)  # let it end: never kill by policy
+            return Decision.cont()  # let it end: never kill by policy
         row = BY_NAME.get(name)
         decoder = self.decoder  # once (see _native)
         ctx = decoder.fields(row, pid, args) if row and row.category in ("fs", "net") else {}
