@@ -98,6 +98,8 @@ class Call:
     scope: str | None = None  # the write scope that allowed it
     decided_by: str | None = None  # who decided a held call: helper | analyst
     ret: int | None = None  # EMULATE_RET: the value the call returned without running
+    # An allowed call the supervisor carried out: 0, or the errno name it failed with.
+    result: int | str | None = None
     ask_timeout_s: float | None = None  # policy.ask: denied when unanswered this long
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox.decode import WRITE_INTENT
+from bubble.sandbox.onbehalf import CALLS as CARRIED
 from bubble.sandbox.onbehalf import SCOPED as PERFORMED
 from bubble.sandbox.procmem import status_kb
 from bubble.sandbox.syscalls import ADMIN_BY_KIND, DENIED_IOCTLS, TTY_IOCTLS, Syscall
@@ -30,6 +31,7 @@ INJECT = "inject"  # open `source` ourselves and hand the fd over with ADDFD|SEN
 DONE = "done"  # the supervisor performed the call itself: answer with -errno (0: success)
 CONNECT = "connect"  # a connect scope allows it: connector.py connects from the host's network
 PERFORM = "perform"  # carry the call out ourselves (sandbox/onbehalf.py); event: the alert if not
+ATTEMPT = "attempt"  # an allowed call: carry it out ourselves to learn its result, else CONTINUE
 
 # Write-opens that must keep working under --deny-fs=1 (DESIGN §2.3). Values: what we inject.
 PSEUDO_DEVICES = {
@@ -104,6 +106,13 @@ class Decision:
     def connect(cls, event: events.Event) -> Decision:
         """A connect scope allows it: connector.py connects from the host's network."""
         return cls(CONNECT, event)
+
+    @classmethod
+    def attempt(cls, allowed: events.Event) -> Decision:
+        """An allowed fs call: carried out by the supervisor exactly as the kernel would for
+        the caller, so the event can say what happened (`result`); where that cannot be done
+        exactly (onbehalf.Inexact), a CONTINUE with `allowed` as it is."""
+        return cls(ATTEMPT, allowed)
 
     @classmethod
     def perform(cls, denied: Decision) -> Decision:
@@ -187,7 +196,7 @@ def decide_fs(
         # safe whatever the path says by now) and keep it out of the violations.
         return Decision.deny(_call(events.FS_NOOP, row.name, nr, pid, "fs", ctx), errno.EEXIST)
     if not policy.deny_fs and not layer:
-        return Decision.cont(allowed)
+        return Decision.attempt(allowed) if row.name in CARRIED else Decision.cont(allowed)
     if policy.write and row.name in SCOPED_CALLS:  # never with a layer (Policy refuses both)
         scope = _in_scope(row, ctx, policy.write)
         if scope is not None:
@@ -206,8 +215,9 @@ def decide_fs(
             return Decision.inject(source, allowed)
     if layer:
         # The kernel is the wall: the mount namespace and Landlock re-check the real
-        # operation, whatever memory said (DESIGN §2.4), so observing is safe.
-        return Decision.cont(allowed)
+        # operation, whatever memory said (DESIGN §2.4), so observing is safe; what we carry
+        # out ourselves is resolved in the caller's root and its result reported.
+        return Decision.attempt(allowed) if row.name in CARRIED else Decision.cont(allowed)
     return alert(row, nr, pid, ctx, category="fs")
 
 

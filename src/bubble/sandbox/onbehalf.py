@@ -2,20 +2,28 @@
 
 Used where a call must be allowed but a CONTINUE would run it on memory the target can still
 change with nothing in the kernel re-checking: chmod and the times calls inside a write scope
-(Landlock has no right for them), and any fs call a decision helper answers ALLOW.
+(Landlock has no right for them), any fs call a decision helper answers ALLOW, and -- to know
+what really happened (`result`) -- the calls an allow lets through (`--deny-fs=0`,
+`--fs-overlay`; `exact=True`).
 The supervisor
-1. reads each path from target memory **once** and resolves it from the caller's root, cwd or
-   dirfd (`/proc/PID/...`), pinning what it names: its own `O_PATH` descriptor on the object,
-   or on the parent directory for calls that create, remove or rename a name; for the fd forms
-   a copy of the caller's descriptor (pidfd_getfd);
-2. asks `check` about the pinned object's real path (a write scope, or nothing), so a path
+1. takes the caller's filesystem identity (identity.py) for everything below, so search
+   permission on every directory walked is the caller's too;
+2. reads each path from target memory **once** and resolves it as the kernel would for the
+   caller: from the caller's root with RESOLVE_IN_ROOT, a cwd- or dirfd-relative path made
+   root-relative first (resolve.py), pinning what it names: its own `O_PATH` descriptor on
+   the object, or on the parent directory for calls that create, remove or rename a name;
+   for the fd forms a copy of the caller's descriptor (pidfd_getfd);
+3. asks `check` about the pinned object's real path (a write scope, or nothing), so a path
    swapped after the read changes nothing: the inode is held;
-3. applies the call with the caller's filesystem identity: setfsuid/setfsgid to the caller's
-   fsuid/fsgid (from /proc) and no supplementary groups, so the kernel's owner and permission
-   checks are the target's, and a root supervisor's CAP_FOWNER, CAP_FSETID, CAP_DAC_OVERRIDE
-   leave its effective set while it lasts (setfsuid(2)). Values (modes, flags) come from
-   registers; times are copied once from target memory.
+4. applies the call. Values (modes, flags) come from registers; times are copied once.
 An open returns a descriptor for the supervisor to install in the caller (ADDFD).
+
+With `exact`, whatever cannot be done exactly as the kernel would do it for the caller raises
+`Inexact` before anything changes: the caller's call then runs in the kernel, unreported.
+That covers an identity we cannot take, a start directory outside the caller's root, any
+failure to resolve (an ENOENT could come from a walk through `/proc/self`, which is ours),
+objects off plain filesystems (procfs, sysfs, devices, FIFOs, sockets), flags the kernel
+would read differently from openat2, and a truncate beyond the caller's RLIMIT_FSIZE.
 
 Hostile input: every pointer may be bad (EFAULT goes back to the caller), a path may name
 anything, the caller may be gone (`still_valid` is asked before anything changes).
@@ -23,20 +31,24 @@ anything, the caller may be gone (`still_valid` is asked before anything changes
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
+import resource
 import struct
 from collections.abc import Callable
 
+from bubble.sandbox import opening
 from bubble.sandbox._libc import libc, pidfd_getfd, pidfd_open, syscall
+from bubble.sandbox.identity import Caller
 from bubble.sandbox.procmem import TargetMemory, status_fields
+from bubble.sandbox.resolve import AT_FDCWD, Inexact, openat2, plain, root_of, rooted, split
 
-AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_REMOVEDIR = 0x200
-NR_SETFSUID = 122
-NR_SETFSGID = 123
+AT_SYMLINK_FOLLOW = 0x400
+NR_RENAMEAT2 = 316
 
 _utimensat = libc.utimensat
 _utimensat.restype = ctypes.c_int
@@ -78,6 +90,7 @@ CALLS: dict[str, tuple[str, int, int, int, int, int, int]] = {
     "rmdir": ("rmdir", -1, 0, -1, -1, -1, -1),
     "rename": ("rename", -1, 0, -1, -1, -1, 1),
     "renameat": ("rename", 0, 1, -1, -1, 2, 3),
+    "renameat2": ("rename", 0, 1, -1, 4, 2, 3),
     "link": ("link", -1, 0, -1, -1, -1, 1),
     "linkat": ("link", 0, 1, -1, 4, 2, 3),
     "symlink": ("symlink", -1, 0, -1, -1, -1, 1),
@@ -88,6 +101,16 @@ CALLS: dict[str, tuple[str, int, int, int, int, int, int]] = {
 SCOPED = frozenset(
     n for n, spec in CALLS.items() if spec[0] in ("chmod", "times", "timeval", "utimbuf")
 )
+_TIMES = frozenset({"times", "timeval", "utimbuf"})
+_OBJECT_OPS = _TIMES | {"truncate", "chmod"}
+# Flags each operation may carry and still be carried out exactly (others: Inexact).
+# rename: RENAME_NOREPLACE | RENAME_EXCHANGE (not WHITEOUT: CAP_MKNOD, asked in init_user_ns).
+_EXACT_FLAGS = {
+    "chmod": AT_SYMLINK_NOFOLLOW,
+    "times": AT_SYMLINK_NOFOLLOW,
+    "unlink": AT_REMOVEDIR,
+    "rename": 3,
+}
 
 
 def carry_out(
@@ -97,59 +120,161 @@ def carry_out(
     mem: TargetMemory,
     check: Callable[[str], str | None] | None,
     still_valid: Callable[[], bool],
+    exact: bool = False,
 ) -> tuple[int, str, str | None, int]:
     """Carry out call `name` for `pid`: (errno or 0, real path, what `check` said, new fd or
-    -1). Raises Outside when `check` refuses, Unsupported, or OSError when the object cannot
-    be pinned (its errno goes back to the caller)."""
+    -1). Raises Outside when `check` refuses, Unsupported, Inexact (only with `exact`), or
+    OSError when the object cannot be pinned (its errno goes back to the caller)."""
     spec = CALLS.get(name)
     if spec is None:
         raise Unsupported(name)
-    op, dir_i, path_i, value_i, flags_i, dir2_i, path2_i = spec
+    op, _, _, value_i, flags_i, _, _ = spec
     flags = args[flags_i] & 0xFFFFFFFF if flags_i >= 0 else 0
-    pins: list[int] = []
-    target: tuple[bytes, tuple[int, bytes] | None]
+    if op == "creat":
+        op, flags = "open", os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    if op == "open" and check is not None:
+        raise Unsupported(name)  # an open cannot be checked before it happens
+    if exact:
+        _exactly(op, flags, pid, args, value_i)
     try:
-        if op in ("chmod", "times", "timeval", "utimbuf", "truncate"):
-            fd = _pin_object(pid, args, mem, dir_i, path_i, flags & AT_SYMLINK_NOFOLLOW)
-            pins.append(fd)
-            real = os.readlink(f"/proc/self/fd/{fd}")
-            target = (f"/proc/self/fd/{fd}".encode(), None)
-        elif op == "symlink":
-            text = _cstring(pid, mem, args[path_i])
-            parent, base = _pin_parent(pid, args, mem, dir2_i, path2_i)
-            pins.append(parent)
-            real = _join(parent, base)
-            target = (text, (parent, base))
-        else:
-            parent, base = _pin_parent(pid, args, mem, dir_i, path_i)
-            pins.append(parent)
-            real = _join(parent, base)
-            target = (base, (parent, base))
-        verdict = check(real) if check else None
-        if check and verdict is None:
-            raise Outside(real)
-        second = None
-        if path2_i >= 0 and op in ("rename", "link"):
-            p2, b2 = _pin_parent(pid, args, mem, dir2_i, path2_i)
-            pins.append(p2)
-            if check and check(_join(p2, b2)) is None:
-                raise Outside(_join(p2, b2))
-            second = (p2, b2)
-        times = (
-            _times(op, pid, mem, args[value_i]) if op in ("times", "timeval", "utimbuf") else b""
-        )
-        caller = _Caller(pid)
-        if not still_valid():
-            raise OSError(errno.ESRCH, "caller gone")
-        with caller:
+        root = root_of(pid)
+    except OSError:
+        raise OSError(errno.ESRCH, "caller gone") from None
+    pins = [root]
+    try:
+        # Memory and /proc/PID are read first, with our own powers (reading another user's
+        # memory takes CAP_SYS_PTRACE, which the caller's identity drops).
+        try:
+            named = _read(op, pid, args, mem, root, spec, pins)
+        except OSError:
+            if exact:
+                raise Inexact("could not name it as the kernel would") from None
+            raise
+        times = _times(op, pid, mem, args[value_i]) if op in _TIMES else b""
+        with Caller(pid, exact) as caller:
             try:
-                new_fd = _apply(op, target, second, args, value_i, flags, times)
+                real, target, second = _pin(op, named, root, caller, exact, pins, flags)
+            except OSError:
+                if exact:
+                    raise Inexact("could not resolve as the kernel would") from None
+                raise
+            verdict = check(real) if check else None
+            if check and verdict is None:
+                raise Outside(real)
+            if check and second and check(_join(*second)) is None:
+                raise Outside(_join(*second))
+            if not still_valid():
+                raise OSError(errno.ESRCH, "caller gone")
+            try:
+                if op == "open":
+                    fd = opening.open_in(root, target[0], flags, args[value_i], exact)
+                    return 0, real, verdict, fd
+                _apply(op, target, second, args, value_i, flags, times)
             except OSError as err:
                 return err.errno or errno.EPERM, real, verdict, -1
-        return 0, real, verdict, new_fd
+        return 0, real, verdict, -1
     finally:
         for fd in pins:
             os.close(fd)
+
+
+def _exactly(op: str, flags: int, pid: int, args: tuple[int, ...], value_i: int) -> None:
+    """Raise Inexact for what registers alone show we cannot reproduce."""
+    if op == "open":
+        if flags & ~opening.VALID_OPEN or flags & os.O_PATH:
+            raise Inexact("open flags")
+    elif flags & ~_EXACT_FLAGS.get(op, 0):
+        raise Inexact("flags")
+    if op == "truncate":
+        try:
+            soft, _ = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        except OSError:
+            raise Inexact("the caller's RLIMIT_FSIZE") from None
+        length = ctypes.c_int64(args[value_i]).value
+        if soft != resource.RLIM_INFINITY and length > soft:
+            raise Inexact("beyond the caller's RLIMIT_FSIZE: the kernel signals it")
+
+
+# What the call names, read from memory and /proc/PID once: the object's descriptor (the fd
+# forms), its path from the caller's root, the second path, the symlink's text.
+_Named = tuple[int, bytes, bytes, bytes]
+
+
+def _read(
+    op: str,
+    pid: int,
+    args: tuple[int, ...],
+    mem: TargetMemory,
+    root: int,
+    spec: tuple[str, int, int, int, int, int, int],
+    pins: list[int],
+) -> _Named:
+    _, dir_i, path_i, _, _, dir2_i, path2_i = spec
+    if op in _OBJECT_OPS and (dir_i == -2 or (dir_i >= 0 and args[path_i] == 0)):
+        # fchmod(fd), futimens(fd): a copy of the caller's own descriptor.
+        tgid = int(status_fields(pid, "Tgid").get("Tgid", pid))
+        pidfd = pidfd_open(tgid)
+        try:
+            target_fd = args[path_i if dir_i == -2 else dir_i] & 0xFFFFFFFF
+            fd = pidfd_getfd(pidfd, ctypes.c_int32(target_fd).value)
+        finally:
+            os.close(pidfd)
+        pins.append(fd)
+        return fd, b"", b"", b""
+    if op == "symlink":
+        text = _cstring(pid, mem, args[path_i])
+        return -1, _rooted(pid, args, mem, root, dir2_i, path2_i), b"", text
+    full = _rooted(pid, args, mem, root, dir_i, path_i)
+    full2 = _rooted(pid, args, mem, root, dir2_i, path2_i) if path2_i >= 0 else b""
+    return -1, full, full2, b""
+
+
+def _pin(
+    op: str, named: _Named, root: int, caller: Caller, exact: bool, pins: list[int], flags: int
+) -> tuple[str, tuple[bytes, tuple[int, bytes] | None], tuple[int, bytes] | None]:
+    """(real path, what _apply acts on, the second name), resolved with the caller's
+    identity and pinned in `pins`."""
+    fd, full, full2, text = named
+    if op in _OBJECT_OPS:
+        if fd < 0:
+            nofollow = os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0
+            fd = openat2(root, full, os.O_PATH | os.O_CLOEXEC | nofollow)
+            pins.append(fd)
+            if nofollow and os.path.islink(f"/proc/self/fd/{fd}"):
+                # a symlink's own mode or times: not reachable through /proc/self/fd
+                raise OSError(errno.EOPNOTSUPP, "symlink")
+        _plain(fd, caller, exact)
+        return os.readlink(f"/proc/self/fd/{fd}"), (f"/proc/self/fd/{fd}".encode(), None), None
+    if op == "open":
+        opening.probe(root, full, flags, caller, exact)
+        return os.fsdecode(full), (full, None), None
+    parent, base = _pin_parent(root, full, caller, exact, pins)
+    if op == "symlink":
+        return _join(parent, base), (text, (parent, base)), None
+    second = None
+    if full2 and op in ("rename", "link"):
+        second = _pin_parent(root, full2, caller, exact, pins)
+    return _join(parent, base), (base, (parent, base)), second
+
+
+def _plain(fd: int, caller: Caller, exact: bool) -> None:
+    if exact:
+        plain(fd)
+        caller.mapped(os.fstat(fd))
+
+
+def _pin_parent(
+    root: int, full: bytes, caller: Caller, exact: bool, pins: list[int]
+) -> tuple[int, bytes]:
+    """Our descriptor on the directory that holds the name, and the name."""
+    head, base = split(full)
+    fd = openat2(root, head, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
+    pins.append(fd)
+    _plain(fd, caller, exact)
+    if caller.maps is not None:  # the name's inode: sticky and hard-link checks read it
+        with contextlib.suppress(FileNotFoundError):
+            caller.mapped(os.stat(base, dir_fd=fd, follow_symlinks=False))
+    return fd, base
 
 
 def _apply(
@@ -160,7 +285,7 @@ def _apply(
     value_i: int,
     flags: int,
     times: bytes | None,
-) -> int:
+) -> None:
     path, at = target
     dirfd, base = at if at else (AT_FDCWD, path)
     if op == "chmod":
@@ -172,9 +297,6 @@ def _apply(
             raise OSError(err, os.strerror(err))
     elif op == "truncate":
         os.truncate(path, ctypes.c_int64(args[value_i]).value)
-    elif op in ("open", "creat"):
-        oflags = flags if op == "open" else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        return os.open(base, oflags | os.O_CLOEXEC, args[value_i] & 0o7777, dir_fd=dirfd)
     elif op == "mkdir":
         os.mkdir(base, args[value_i] & 0o7777, dir_fd=dirfd)
     elif op == "unlink":
@@ -185,13 +307,12 @@ def _apply(
     elif op == "rmdir":
         os.rmdir(base, dir_fd=dirfd)
     elif op == "rename" and second:
-        os.rename(base, second[1], src_dir_fd=dirfd, dst_dir_fd=second[0])
+        syscall(NR_RENAMEAT2, dirfd, base, second[0], second[1], flags)
     elif op == "link" and second:
-        follow = bool(flags & 0x400)  # AT_SYMLINK_FOLLOW
+        follow = bool(flags & AT_SYMLINK_FOLLOW)
         os.link(base, second[1], src_dir_fd=dirfd, dst_dir_fd=second[0], follow_symlinks=follow)
     elif op == "symlink":
         os.symlink(path, base, dir_fd=dirfd)
-    return -1
 
 
 def _cstring(pid: int, mem: TargetMemory, addr: int) -> bytes:
@@ -201,59 +322,15 @@ def _cstring(pid: int, mem: TargetMemory, addr: int) -> bytes:
     return data
 
 
-def _base(pid: int, args: tuple[int, ...], dir_i: int, raw: bytes) -> tuple[str, bytes]:
-    """Where the kernel would start resolving `raw` for the caller, and the rest of it."""
-    if raw.startswith(b"/"):
-        return f"/proc/{pid}/root", raw.lstrip(b"/") or b"."
-    dirfd = ctypes.c_int32(args[dir_i] & 0xFFFFFFFF).value if dir_i >= 0 else AT_FDCWD
-    return (f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}"), raw
-
-
-def _pin_object(
-    pid: int, args: tuple[int, ...], mem: TargetMemory, dir_i: int, path_i: int, nofollow: int
-) -> int:
-    """Our own descriptor for the object the call names."""
-    if dir_i == -2 or (dir_i >= 0 and args[path_i] == 0):  # fchmod(fd), futimens(fd)
-        tgid = int(status_fields(pid, "Tgid").get("Tgid", pid))
-        pidfd = pidfd_open(tgid)
-        try:
-            target_fd = args[path_i if dir_i == -2 else dir_i] & 0xFFFFFFFF
-            return pidfd_getfd(pidfd, ctypes.c_int32(target_fd).value)
-        finally:
-            os.close(pidfd)
+def _rooted(
+    pid: int, args: tuple[int, ...], mem: TargetMemory, root: int, dir_i: int, path_i: int
+) -> bytes:
+    """The path the call names, read once, as a path from the caller's root."""
     raw = _cstring(pid, mem, args[path_i])
     if not raw:
         raise OSError(errno.ENOENT, "empty path")
-    start_path, rest = _base(pid, args, dir_i, raw)
-    start = os.open(start_path, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
-    try:
-        fd = os.open(
-            rest, os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0), dir_fd=start
-        )
-    finally:
-        os.close(start)
-    if nofollow and os.path.islink(f"/proc/self/fd/{fd}"):
-        os.close(fd)  # a symlink's own mode or times: not reachable through /proc/self/fd
-        raise OSError(errno.EOPNOTSUPP, "symlink")
-    return fd
-
-
-def _pin_parent(
-    pid: int, args: tuple[int, ...], mem: TargetMemory, dir_i: int, path_i: int
-) -> tuple[int, bytes]:
-    """Our descriptor on the directory that holds the name, and the name."""
-    raw = _cstring(pid, mem, args[path_i]).rstrip(b"/")
-    if not raw:
-        raise OSError(errno.ENOENT, "empty path")
-    start_path, rest = _base(pid, args, dir_i, raw)
-    head, _, base = rest.rpartition(b"/")
-    if base in (b"", b".", b".."):
-        raise OSError(errno.EINVAL, "no name")
-    start = os.open(start_path, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
-    try:
-        return os.open(head or b".", os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY, dir_fd=start), base
-    finally:
-        os.close(start)
+    dirfd = ctypes.c_int32(args[dir_i] & 0xFFFFFFFF).value if dir_i >= 0 else AT_FDCWD
+    return rooted(pid, root, dirfd, raw)
 
 
 def _join(parent: int, base: bytes) -> str:
@@ -275,30 +352,3 @@ def _times(op: str, pid: int, mem: TargetMemory, addr: int) -> bytes | None:
         return struct.pack("<qqqq", a, au * 1000, m, mu * 1000)
     a, m = struct.unpack("<qq", data)
     return struct.pack("<qqqq", a, 0, m, 0)
-
-
-class _Caller:
-    """The caller's filesystem identity, taken for the duration (the supervisor is one
-    thread: setfsuid acts on the calling thread only)."""
-
-    def __init__(self, pid: int) -> None:
-        st = status_fields(pid, "Uid", "Gid")
-        try:
-            self.uid = int(st["Uid"].split()[3])
-            self.gid = int(st["Gid"].split()[3])
-        except (KeyError, IndexError, ValueError):
-            raise OSError(errno.ESRCH, "caller gone") from None
-        self.groups: list[int] | None = None
-
-    def __enter__(self) -> None:
-        if os.geteuid() == 0:
-            self.groups = os.getgroups()
-            os.setgroups([])
-        self.old_gid = syscall(NR_SETFSGID, self.gid)
-        self.old_uid = syscall(NR_SETFSUID, self.uid)
-
-    def __exit__(self, *exc: object) -> None:
-        syscall(NR_SETFSUID, self.old_uid)
-        syscall(NR_SETFSGID, self.old_gid)
-        if self.groups is not None:
-            os.setgroups(self.groups)

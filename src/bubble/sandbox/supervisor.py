@@ -29,6 +29,7 @@ from bubble.sandbox import _libseccomp as scmp
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
 from bubble.sandbox.connector import Connector
 from bubble.sandbox.decide import (
+    ATTEMPT,
     CONNECT,
     CONTINUE,
     DENY,
@@ -44,6 +45,7 @@ from bubble.sandbox.eventlog import EventWriter
 from bubble.sandbox.netpolicy import NetPolicy
 from bubble.sandbox.netscope import ConnectScopes
 from bubble.sandbox.onbehalf import Outside, carry_out
+from bubble.sandbox.performed import attempt, result_of
 from bubble.sandbox.procmem import status_fields, status_kb
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
 from bubble.scopes import covering
@@ -284,6 +286,8 @@ class Supervisor:
             self._send(nid, d.errno, 0)  # we made the call ourselves: its result
         elif d.action == CONTINUE:
             self._send(nid, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
+        elif d.action == ATTEMPT and isinstance(event, events.Call):
+            event = attempt(self, nid, pid, nr, args, event)
         elif d.action == PERFORM and isinstance(event, events.Call):
             event = self._perform(nid, pid, nr, args, event)
         elif d.action == INJECT:
@@ -327,8 +331,8 @@ class Supervisor:
             decision="ALLOW",
             path=real,
             scope=scope,
-            detail="performed by the supervisor"
-            + (f": {errno.errorcode.get(err, err)}" if err else ""),
+            detail="performed by the supervisor",
+            result=result_of(err),
         )
 
     def _scope_of(self, real: str) -> str | None:
