@@ -1,0 +1,129 @@
+"""Events say what really happened (issue 15, item 3): under an allow (`--deny-fs=0`, or
+`--fs-overlay`) the supervisor carries the fs calls out itself, as the kernel would for the
+target, and the `fs.write` event carries `result` (0 or the errno name).
+
+Real programs; every effect is checked from outside (the host file, its mode, the directory
+listing) and inside (what the program printed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AS_ROOT, run_bubble
+
+pytestmark = pytest.mark.skipif(not AS_ROOT, reason="needs root: the target runs as nobody")
+HOST_WRITES = ["--deny-fs=0"]
+OVERLAY = ["--fs-overlay"]
+
+
+def fs_events(result, syscall: str, path: str | None = None) -> list[dict]:
+    return [
+        e
+        for e in result.of_type("fs.write")
+        if e["syscall"] == syscall and (path is None or e.get("path") == path)
+    ]
+
+
+def one_result(result, syscall: str, path: str) -> object:
+    found = fs_events(result, syscall, path)
+    assert len(found) == 1, (syscall, path, result.events)
+    assert found[0]["decision"] == "ALLOW"
+    return found[0].get("result", "<absent>")
+
+
+@pytest.fixture
+def owned() -> Iterator[Path]:
+    """A host directory the target (nobody) owns, for real writes under --deny-fs=0."""
+    path = Path(tempfile.mkdtemp(prefix="bubble-fsresult-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    os.chown(path, 65534, 65534)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_failed_chmod_of_a_host_file_is_not_shown_as_a_success() -> None:
+    """The issue's example: `fchmodat /etc/passwd 0777` as nobody fails, and says so."""
+    before = os.stat("/etc/passwd")
+    r = run_bubble(["/bin/chmod", "0777", "/etc/passwd"], HOST_WRITES)
+    assert r.rc != 0 and "Operation not permitted" in r.stderr
+    assert one_result(r, "fchmodat", "/etc/passwd") == "EPERM"
+    assert os.stat("/etc/passwd").st_mode == before.st_mode
+
+
+def test_results_under_host_writes_match_the_effects(owned: Path) -> None:
+    script = (
+        "umask 077; mkdir d && : > d/f; rmdir d; echo rc=$?; echo hi > x && mv x y; "
+        "ln -s y z; rm z; cat y"
+    )
+    r = run_bubble(["/bin/sh", "-c", script], HOST_WRITES, cwd=str(owned))
+    assert "rc=1" in r.stdout and r.stdout.endswith("hi\n"), r.stderr
+    assert one_result(r, "mkdir", f"{owned}/d") == 0
+    assert one_result(r, "rmdir", f"{owned}/d") == "ENOTEMPTY"
+    assert one_result(r, "renameat2", f"{owned}/x") == 0
+    assert one_result(r, "symlinkat", f"{owned}/z") == 0
+    assert one_result(r, "unlinkat", f"{owned}/z") == 0
+    created = [e for e in fs_events(r, "openat") if e["path"] == f"{owned}/x"]
+    assert [e["result"] for e in created] == [0]
+    # The effects are there, made as the target: its owner, its umask (077).
+    assert sorted(os.listdir(owned)) == ["d", "y"]
+    assert (owned / "y").read_bytes() == b"hi\n"
+    st = os.stat(owned / "y")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (65534, 0o600)
+    assert stat.S_IMODE(os.stat(owned / "d").st_mode) == 0o700
+    assert os.stat(owned / "d" / "f").st_uid == 65534
+
+
+def test_denied_by_the_kernel_is_reported(owned: Path) -> None:
+    """A directory nobody may not write: EACCES, as the kernel answers, nothing created."""
+    locked = owned / "locked"
+    locked.mkdir(mode=0o555)
+    os.chown(locked, 0, 0)
+    r = run_bubble(["/bin/sh", "-c", f"mkdir {locked}/x; : > {locked}/y"], HOST_WRITES)
+    assert one_result(r, "mkdir", f"{locked}/x") == "EACCES"
+    assert [e["result"] for e in fs_events(r, "openat", f"{locked}/y")] == ["EACCES"]
+    assert os.listdir(locked) == []
+
+
+def test_chmod_of_a_host_file_succeeds_in_the_layer_only() -> None:
+    before = os.stat("/etc/passwd")
+    r = run_bubble(["/bin/sh", "-c", "chmod 0777 /etc/passwd && ls -l /etc/passwd"], OVERLAY)
+    assert r.rc == 0 and r.stdout.startswith("-rwxrwxrwx"), r.stderr
+    assert one_result(r, "fchmodat", "/etc/passwd") == 0
+    assert os.stat("/etc/passwd").st_mode == before.st_mode
+    assert any(e["path"] == "/etc/passwd" for e in r.of_type("fs.drop"))
+
+
+def test_results_in_the_layer(owned: Path) -> None:
+    work = owned / "w"
+    script = (
+        f"mkdir {work} && echo a > {work}/f; rmdir {work}; echo rc=$?; "
+        f"cd {work} && mv f g && cat g && rm g && ls -a"
+    )
+    r = run_bubble(["/bin/sh", "-c", script], OVERLAY)
+    assert r.stdout == "rc=1\na\n.\n..\n", r.stderr
+    assert one_result(r, "mkdir", str(work)) == 0
+    assert one_result(r, "rmdir", str(work)) == "ENOTEMPTY"
+    assert one_result(r, "renameat2", f"{work}/f") == 0
+    assert one_result(r, "unlinkat", f"{work}/g") == 0
+    assert not work.exists()  # all of it happened in the layer
+    assert {e["path"]: e["change"] for e in r.of_type("fs.drop")}[str(work)] == "created"
+
+
+def test_what_cannot_be_reproduced_runs_in_the_kernel_without_a_result(owned: Path) -> None:
+    """A write under /proc (the supervisor's /proc/self is not the target's) and a device
+    are left to the kernel: the call still works, and the event claims no result."""
+    script = "echo 0 > /proc/self/oom_score_adj; echo rc=$?; echo x > /dev/null; echo ok"
+    r = run_bubble(["/bin/sh", "-c", script], HOST_WRITES, cwd=str(owned))
+    assert r.stdout == "rc=0\nok\n", r.stderr
+    for event in fs_events(r, "openat", "/proc/self/oom_score_adj"):
+        assert "result" not in event
