@@ -106,26 +106,42 @@ def rooted(pid: int, root: int, dirfd: int, raw: bytes) -> bytes:
             raise OSError(err.errno, "dirfd") from None  # what the kernel answers too
         raise Inexact("start directory") from None
     try:
-        text = os.readlink(link).encode()
-        if not text.startswith(b"/") or text.endswith(b" (deleted)"):
-            raise Inexact("start directory outside the caller's root")
-        try:
-            again = openat2(root, text, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
-                            IN_ROOT | RESOLVE_NO_SYMLINKS)  # fmt: skip
-        except OSError:
-            raise Inexact("start directory not reachable from the caller's root") from None
-        try:
-            a, b = os.fstat(here), os.fstat(again)
-            if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) or mount_id(here) != mount_id(again):
-                raise Inexact("start directory outside the caller's root")
-        finally:
-            os.close(again)
+        text = _named_in_root(pid, root, here, os.readlink(link).encode())
     finally:
         os.close(here)
     full = text.rstrip(b"/") + b"/" + raw
     if len(full) >= PATH_MAX:
         raise Inexact("path too long once made absolute")
     return full
+
+
+def _named_in_root(pid: int, root: int, here: int, text: bytes) -> bytes:
+    """`text` (readlink of the start directory) as a path from the caller's root, checked
+    to name the directory `here` holds. Printed from our root when the caller's root is not
+    its namespace's (a chroot): then the root's own path is taken off the front."""
+    if not text.startswith(b"/") or text.endswith(b" (deleted)"):
+        raise Inexact("start directory outside the caller's root")
+    if _same(root, here, text):
+        return text
+    prefix = os.readlink(f"/proc/{pid}/root").encode().rstrip(b"/")
+    inner = text[len(prefix) :] or b"/"
+    if prefix and (text == prefix or text.startswith(prefix + b"/")) and _same(root, here, inner):
+        return inner
+    raise Inexact("start directory outside the caller's root")
+
+
+def _same(root: int, here: int, text: bytes) -> bool:
+    """Whether `text`, resolved in the caller's root, is the directory `here` holds."""
+    try:
+        again = openat2(root, text, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
+                        IN_ROOT | RESOLVE_NO_SYMLINKS)  # fmt: skip
+    except OSError:
+        return False
+    try:
+        a, b = os.fstat(here), os.fstat(again)
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and mount_id(here) == mount_id(again)
+    finally:
+        os.close(again)
 
 
 def split(path: bytes) -> tuple[bytes, bytes]:

@@ -331,7 +331,8 @@ class Supervisor:
             decision="ALLOW",
             path=real,
             scope=scope,
-            detail="performed by the supervisor",
+            detail="performed by the supervisor"
+            + (f": {errno.errorcode.get(err, err)}" if err else ""),
             result=result_of(err),
         )
 
