@@ -21,6 +21,7 @@ import time
 from bubble import events
 from bubble.sandbox.decider import Decider, Reply
 from bubble.sandbox.onbehalf import Outside, Unsupported, carry_out
+from bubble.sandbox.performed import result_of
 from bubble.sandbox.syscalls import BY_NR
 
 TYPE_CHECKING = False
@@ -149,9 +150,12 @@ class HeldCalls:
             except (Unsupported, Outside):  # Outside cannot happen: no check was given
                 pass
             except OSError as exc:
-                sup.send(nid, 0, exc.errno or errno.EPERM, 0)
-                name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-                return dataclasses.replace(allowed, detail=f"carried out by the supervisor: {name}")
+                err = exc.errno or errno.EPERM
+                sup.send(nid, 0, err, 0)
+                name = errno.errorcode.get(err, str(err))
+                return dataclasses.replace(
+                    allowed, detail=f"carried out by the supervisor: {name}", result=result_of(err)
+                )
             else:
                 detail = "carried out by the supervisor"
                 if fd >= 0:
@@ -159,15 +163,16 @@ class HeldCalls:
                         installed = sup.install(nid, fd, nr, args)
                         detail += f", installed as fd {installed}"
                     except OSError as exc:
-                        sup.send(nid, 0, exc.errno or errno.EPERM, 0)
-                        detail += f", not installed: {errno.errorcode.get(exc.errno or 0, '?')}"
+                        err = exc.errno or errno.EPERM
+                        sup.send(nid, 0, err, 0)
+                        detail += ", not installed"
                     finally:
                         os.close(fd)
                 else:
                     sup.send(nid, 0, err, 0)
                 if err:
                     detail += f": {errno.errorcode.get(err, err)}"
-                return dataclasses.replace(allowed, path=real, detail=detail)
+                return dataclasses.replace(allowed, path=real, detail=detail, result=result_of(err))
         sup.send(nid, 0, errno.EPERM, 0)
         return dataclasses.replace(
             alert,
