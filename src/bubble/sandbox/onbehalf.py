@@ -23,7 +23,7 @@ With `exact`, whatever cannot be done exactly as the kernel would do it for the 
 That covers an identity we cannot take, a start directory outside the caller's root, any
 failure to resolve (an ENOENT could come from a walk through `/proc/self`, which is ours),
 objects off plain filesystems (procfs, sysfs, devices, FIFOs, sockets), flags the kernel
-would read differently from openat2, and a truncate beyond the caller's RLIMIT_FSIZE.
+would read differently from openat2, and truncate(2) (it may wait on a lease).
 
 Hostile input: every pointer may be bad (EFAULT goes back to the caller), a path may name
 anything, the caller may be gone (`still_valid` is asked before anything changes).
@@ -35,7 +35,6 @@ import contextlib
 import ctypes
 import errno
 import os
-import resource
 import struct
 from collections.abc import Callable
 
@@ -186,13 +185,9 @@ def _exactly(op: str, flags: int, pid: int, args: tuple[int, ...], value_i: int)
     elif flags & ~_EXACT_FLAGS.get(op, 0):
         raise Inexact("flags")
     if op == "truncate":
-        try:
-            soft, _ = resource.prlimit(pid, resource.RLIMIT_FSIZE)
-        except OSError:
-            raise Inexact("the caller's RLIMIT_FSIZE") from None
-        length = ctypes.c_int64(args[value_i]).value
-        if soft != resource.RLIM_INFINITY and length > soft:
-            raise Inexact("beyond the caller's RLIMIT_FSIZE: the kernel signals it")
+        # truncate(2) waits for a lease on the file to be given up (lease-break-time, 45 s):
+        # the target could hold the supervisor, which must not block. The kernel runs it.
+        raise Inexact("truncate")
 
 
 # What the call names, read from memory and /proc/PID once: the object's descriptor (the fd
