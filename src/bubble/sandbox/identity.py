@@ -71,6 +71,33 @@ def _setgroups(groups: list[int]) -> None:
     syscall(NR_SETGROUPS, len(groups), ctypes.addressof(array))
 
 
+_Maps = tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
+# user namespace -> (our descriptor on it, its uid and gid maps). The descriptor keeps the
+# namespace alive, so its inode number (the key) cannot name another one later; a map is
+# written once per namespace. Reading both maps each call cost 150 us under cProfile here.
+_MAPS: dict[str, tuple[int, _Maps]] = {}
+MAX_MAPS = 32
+
+
+def _maps(pid: int, userns: str) -> _Maps:
+    known = _MAPS.get(userns)
+    if known is not None:
+        return known[1]
+    fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        maps = (_ranges(pid, "uid_map"), _ranges(pid, "gid_map"))
+        if os.readlink(f"/proc/self/fd/{fd}") != userns or _userns(pid) != userns:
+            raise Inexact("the caller changed user namespace meanwhile")
+    except BaseException:
+        os.close(fd)
+        raise
+    if len(_MAPS) < MAX_MAPS:
+        _MAPS[userns] = (fd, maps)
+    else:
+        os.close(fd)
+    return maps
+
+
 def _ranges(pid: int, name: str) -> tuple[tuple[int, int], ...]:
     """The ids (as we see them) mapped in `pid`'s user namespace: (first, end) ranges."""
     out = []
@@ -101,13 +128,12 @@ class Caller:
             return
         if not self.root and (self.caps or sorted(self.groups) != sorted(os.getgroups())):
             raise Inexact("a non-root supervisor cannot take these groups or capabilities")
-        if self.caps and _userns(pid) != _OWN_USERNS:
+        if self.caps and (userns := _userns(pid)) != _OWN_USERNS:
             # The caller's capabilities count in its namespace only: those the kernel asks
             # the initial namespace about (capable(): CAP_SYS_RESOURCE for ext4's reserved
             # blocks, ...) it does not hold there, so we drop them too.
             self.caps &= NS_FS_CAPS
-            # Read each time: a namespace's inode number is reused once it is gone.
-            self.maps = (_ranges(pid, "uid_map"), _ranges(pid, "gid_map"))
+            self.maps = _maps(pid, userns)
         if self.caps & ~_caps("permitted"):
             raise Inexact("the caller holds capabilities the supervisor does not")
 
