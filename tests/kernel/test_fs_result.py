@@ -127,3 +127,15 @@ def test_what_cannot_be_reproduced_runs_in_the_kernel_without_a_result(owned: Pa
     assert r.stdout == "rc=0\nok\n", r.stderr
     for event in fs_events(r, "openat", "/proc/self/oom_score_adj"):
         assert "result" not in event
+
+
+def test_names_the_kernel_reads_differently_are_left_to_it(owned: Path) -> None:
+    """`unlink("f/")` is ENOTDIR for the kernel; acting on the name without its slash would
+    delete the file. The kernel runs it: the file stays, and the event claims no result."""
+    (owned / "f").write_bytes(b"keep\n")
+    os.chown(owned / "f", 65534, 65534)
+    code = "import os\ntry:\n    os.unlink('f/')\nexcept OSError as e:\n    print(e.errno)\n"
+    r = run_bubble(["/usr/bin/python3", "-c", code], HOST_WRITES, cwd=str(owned))
+    assert r.stdout == "20\n", r.stderr  # ENOTDIR
+    assert (owned / "f").read_bytes() == b"keep\n"
+    assert one_result(r, "unlink", f"{owned}/f/") == "<absent>"

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import struct
 from collections.abc import Callable
@@ -230,6 +231,8 @@ def _pin(
     """(real path, what _apply acts on, the second name), resolved with the caller's
     identity and pinned in `pins`."""
     fd, full, full2, text = named
+    if exact:
+        _plainly_named(op, flags, fd, full, full2)
     if op in _OBJECT_OPS:
         if fd < 0:
             nofollow = os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0
@@ -250,6 +253,17 @@ def _pin(
     if full2 and op in ("rename", "link"):
         second = _pin_parent(root, full2, caller, exact, pins)
     return _join(parent, base), (base, (parent, base)), second
+
+
+def _plainly_named(op: str, flags: int, fd: int, full: bytes, full2: bytes) -> None:
+    """Raise Inexact for names we would read differently from the kernel: a trailing slash
+    (only a directory may have one: `unlink("file/")` is ENOTDIR, and we act on the name
+    without it), and an O_PATH descriptor given to fchmod/futimens (EBADF)."""
+    if fd >= 0 and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_PATH:
+        raise Inexact("an O_PATH descriptor")
+    names = op in ("rename", "link", "symlink") or (op == "unlink" and not flags & AT_REMOVEDIR)
+    if names and (full.endswith(b"/") or full2.endswith(b"/")):
+        raise Inexact("a trailing slash")
 
 
 def _plain(fd: int, caller: Caller, exact: bool) -> None:
