@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AS_ROOT, run_bubble
+from tests.kernel.conftest import events_in_stderr, nobody_cmd
 
 pytestmark = pytest.mark.skipif(not AS_ROOT, reason="needs root: the target runs as nobody")
 HOST_WRITES = ["--deny-fs=0"]
@@ -103,8 +105,10 @@ def test_chmod_of_a_host_file_succeeds_in_the_layer_only() -> None:
     assert any(e["path"] == "/etc/passwd" for e in r.of_type("fs.drop"))
 
 
-def test_results_in_the_layer(owned: Path) -> None:
-    work = owned / "w"
+def test_results_in_the_layer(tmp_path: Path) -> None:
+    """As root, the target is root of the layer's user namespace: it owns root's files, so
+    no capability decides these calls, and every result is known."""
+    work = tmp_path / "w"
     script = (
         f"mkdir {work} && echo a > {work}/f; rmdir {work}; echo rc=$?; "
         f"cd {work} && mv f g && cat g && rm g && ls -a"
@@ -139,3 +143,37 @@ def test_names_the_kernel_reads_differently_are_left_to_it(owned: Path) -> None:
     assert r.stdout == "20\n", r.stderr  # ENOTDIR
     assert (owned / "f").read_bytes() == b"keep\n"
     assert one_result(r, "unlink", f"{owned}/f/") == "<absent>"
+
+
+def test_a_refusal_that_may_be_ours_alone_is_not_reported(tmp_path: Path) -> None:
+    """In the layer the target is root of a user namespace: its CAP_DAC_OVERRIDE there lets it
+    write a read-only file of root's. We do not carry DAC_OVERRIDE into its path walks (we
+    cannot check every directory crossed is mapped there), so our EACCES is not its result:
+    the kernel runs the call, which succeeds in the layer, and the event claims nothing."""
+    ro = tmp_path / "ro"
+    ro.write_bytes(b"old\n")
+    os.chmod(ro, 0o444)
+    r = run_bubble(["/bin/sh", "-c", f"echo new > {ro} && cat {ro}"], OVERLAY)
+    assert r.stdout == "new\n", r.stderr
+    assert one_result(r, "openat", str(ro)) == "<absent>"
+    assert ro.read_bytes() == b"old\n"
+
+
+def test_unprivileged_launcher_reports_no_result(tmp_path: Path, nobody_src: str) -> None:
+    """A non-root supervisor cannot take the capabilities its target holds as root of the
+    layer's user namespace: every call goes to the kernel, no event claims a result."""
+    work = Path(tempfile.mkdtemp(prefix="bubble-fsresult-", dir="/tmp"))
+    os.chown(work, 65534, 65534)
+    try:
+        script = f"mkdir {work}/d && rmdir {work}/d && echo ok"
+        cmd = nobody_cmd(["run", "--events", "-", "--fs-overlay", "--", "/bin/sh", "-c", script])
+        cmd = [f"PYTHONPATH={nobody_src}" if a.startswith("PYTHONPATH=") else a for a in cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
+        events, _ = events_in_stderr(proc.stderr)
+        assert proc.stdout == "ok\n", proc.stderr
+        writes = [e for e in events if e["type"] == "fs.write"]
+        assert {e["syscall"] for e in writes} >= {"mkdir", "rmdir"}
+        assert all("result" not in e for e in writes), writes
+        assert os.listdir(work) == []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

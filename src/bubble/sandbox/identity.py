@@ -27,9 +27,12 @@ from bubble.sandbox.resolve import Inexact
 NR_SETGROUPS = 116
 NR_SETFSUID = 122
 NR_SETFSGID = 123
-# CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID: the ones the
-# calls we carry out check in the caller's user namespace (capable_wrt_inode_uidgid).
-NS_FS_CAPS = 0b11111
+# What we keep of a caller's capabilities when it holds them in another user namespace:
+# CAP_CHOWN, CAP_FOWNER, CAP_FSETID act on the inodes the call names (capable_wrt_inode_uidgid),
+# which we check are mapped there. CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH also act on every
+# directory the path walk crosses, which we cannot check: without them we can do no more than
+# the caller, and a refusal (EACCES, EPERM) may be ours alone, so it is not reported (`weak`).
+WEAK_CAPS = 0b11001
 
 
 def _userns(pid: int) -> str:
@@ -131,11 +134,16 @@ class Caller:
         if self.caps and (userns := _userns(pid)) != _OWN_USERNS:
             # The caller's capabilities count in its namespace only: those the kernel asks
             # the initial namespace about (capable(): CAP_SYS_RESOURCE for ext4's reserved
-            # blocks, ...) it does not hold there, so we drop them too.
-            self.caps &= NS_FS_CAPS
+            # blocks, ...) it does not hold there, so we drop them too, and the DAC ones.
+            self.caps &= WEAK_CAPS
             self.maps = _maps(pid, userns)
         if self.caps & ~_caps("permitted"):
             raise Inexact("the caller holds capabilities the supervisor does not")
+
+    @property
+    def weak(self) -> bool:
+        """Whether we act with less than the caller's powers: a refusal is not its result."""
+        return self.maps is not None
 
     def mapped(self, st: os.stat_result) -> None:
         """Raise Inexact if the caller's capabilities would not count over this inode

@@ -171,6 +171,8 @@ def carry_out(
                     return 0, real, verdict, fd
                 _apply(op, target, second, args, value_i, flags, times)
             except OSError as err:
+                if exact and caller.weak and err.errno in (errno.EACCES, errno.EPERM):
+                    raise Inexact("refused to us, maybe not to the caller") from None
                 return err.errno or errno.EPERM, real, verdict, -1
         return 0, real, verdict, -1
     finally:
