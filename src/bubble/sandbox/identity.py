@@ -55,7 +55,17 @@ def _caps(which: str) -> int:
     return int(getattr(data[0], which)) | int(getattr(data[1], which)) << 32
 
 
+_PERMITTED: list[int] = []  # ours, read once: a run never changes it
+
+
+def _permitted() -> int:
+    if not _PERMITTED:
+        _PERMITTED.append(_caps("permitted"))
+    return _PERMITTED[0]
+
+
 def _set_effective(mask: int) -> None:
+    """Make `mask` the calling thread's effective set."""
     header = _Header(_CAPABILITY_VERSION_3, 0)
     data = (_Data * 2)()
     if libc.capget(ctypes.byref(header), data) != 0:
@@ -137,7 +147,7 @@ class Caller:
             # blocks, ...) it does not hold there, so we drop them too, and the DAC ones.
             self.caps &= WEAK_CAPS
             self.maps = _maps(pid, userns)
-        if self.caps & ~_caps("permitted"):
+        if self.caps & ~_permitted():
             raise Inexact("the caller holds capabilities the supervisor does not")
 
     @property
@@ -161,6 +171,7 @@ class Caller:
         self.saved_groups = None
         if self.root and sorted(groups) != sorted(current := os.getgroups()):
             self.saved_groups = current
+        # Before setfsuid, which drops the fs capabilities from the effective set.
         self.saved_caps = _caps("effective") if self.exact else None
         self.saved_umask = os.umask(self.umask) if self.exact else None
         if self.saved_groups is not None:
@@ -168,8 +179,10 @@ class Caller:
         self.old_gid = syscall(NR_SETFSGID, self.gid)
         self.old_uid = syscall(NR_SETFSUID, self.uid)
         if self.exact:
-            # setfsuid fails silently; -1 reads the current value back.
-            if syscall(NR_SETFSUID, -1) != self.uid or syscall(NR_SETFSGID, -1) != self.gid:
+            # setfsuid fails silently (root's cannot); -1 reads the current value back.
+            if not self.root and (
+                syscall(NR_SETFSUID, -1) != self.uid or syscall(NR_SETFSGID, -1) != self.gid
+            ):
                 self.__exit__()
                 raise Inexact("could not take the caller's fsuid/fsgid")
             _set_effective(self.caps)  # after setfsuid, which raises or drops the fs ones
