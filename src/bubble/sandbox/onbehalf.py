@@ -208,8 +208,9 @@ def _read(
     pins: list[int],
 ) -> _Named:
     _, dir_i, path_i, _, _, dir2_i, path2_i = spec
-    if op in _OBJECT_OPS and (dir_i == -2 or (dir_i >= 0 and args[path_i] == 0)):
-        # fchmod(fd), futimens(fd): a copy of the caller's own descriptor.
+    if dir_i == -2 or (op in _TIMES and dir_i >= 0 and args[path_i] == 0):
+        # fchmod(fd), and a NULL path to utimensat/futimesat (futimens): the dirfd's own
+        # object, a copy of the caller's descriptor. (fchmodat's NULL path is EFAULT.)
         tgid = int(status_fields(pid, "Tgid").get("Tgid", pid))
         pidfd = pidfd_open(tgid)
         try:

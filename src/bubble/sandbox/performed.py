@@ -44,6 +44,9 @@ def attempt(
         sup.send(nid, 0, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
         return allowed
     except OSError as exc:  # the caller is gone (ESRCH) or its memory unreadable (EFAULT)
+        if exc.errno == errno.ESRCH:  # nothing was done: let the kernel answer, if anyone
+            sup.send(nid, 0, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
+            return allowed
         err = exc.errno or errno.EPERM
         sup.send(nid, 0, err, 0)
         return dataclasses.replace(allowed, result=result_of(err))
