@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import AS_ROOT, run_bubble
 from tests.kernel.conftest import events_in_stderr, nobody_cmd
+from tests.kernel.test_decide import helper
 
 pytestmark = pytest.mark.skipif(not AS_ROOT, reason="needs root: the target runs as nobody")
 HOST_WRITES = ["--deny-fs=0"]
@@ -177,3 +178,17 @@ def test_unprivileged_launcher_reports_no_result(tmp_path: Path, nobody_src: str
         assert os.listdir(work) == []
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_decision_helpers_allow_reports_the_result(owned: Path, tmp_path: Path) -> None:
+    """Under --deny-fs=1, a helper's ALLOW is carried out by the supervisor too: the
+    `policy.allow` event says how it ended."""
+    rules = {"*": {"action": "ALLOW"}}
+    before = os.stat("/etc/passwd")
+    script = f"chmod 0777 /etc/passwd; mkdir {owned}/made; echo end"
+    r = run_bubble(["/bin/sh", "-c", script], ["--decide", helper(tmp_path, rules)])
+    assert r.stdout == "end\n", r.stderr
+    allowed = {e["path"]: e for e in r.of_type("policy.allow")}
+    assert allowed["/etc/passwd"]["result"] == "EPERM"
+    assert allowed[f"{owned}/made"]["result"] == 0
+    assert (owned / "made").is_dir() and os.stat("/etc/passwd").st_mode == before.st_mode
