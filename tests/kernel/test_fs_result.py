@@ -192,3 +192,21 @@ def test_a_decision_helpers_allow_reports_the_result(owned: Path, tmp_path: Path
     assert allowed["/etc/passwd"]["result"] == "EPERM"
     assert allowed[f"{owned}/made"]["result"] == 0
     assert (owned / "made").is_dir() and os.stat("/etc/passwd").st_mode == before.st_mode
+
+
+def test_unprivileged_launcher_with_host_writes_reports_results(
+    owned: Path, nobody_src: str
+) -> None:
+    """A non-root supervisor and its target share uid, groups and (no) capabilities: it can
+    take the target's identity exactly, so results are known."""
+    script = f"mkdir {owned}/d && : > {owned}/d/f; rmdir {owned}/d; chmod 0777 /etc/passwd; echo ok"
+    cmd = nobody_cmd(["run", "--events", "-", "--deny-fs=0", "--", "/bin/sh", "-c", script])
+    cmd = [f"PYTHONPATH={nobody_src}" if a.startswith("PYTHONPATH=") else a for a in cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
+    events, _ = events_in_stderr(proc.stderr)
+    assert proc.stdout == "ok\n", proc.stderr
+    got = {(e["syscall"], e["path"]): e.get("result") for e in events if e["type"] == "fs.write"}
+    assert got[("mkdir", f"{owned}/d")] == 0
+    assert got[("rmdir", f"{owned}/d")] == "ENOTEMPTY"
+    assert got[("fchmodat", "/etc/passwd")] == "EPERM"
+    assert (owned / "d" / "f").exists()
