@@ -113,6 +113,19 @@ def probe(tmp_path_factory) -> str:
     shutil.rmtree(out, ignore_errors=True)
 
 
+@pytest.fixture
+def reachable_box() -> Iterator[Path]:
+    """A directory every user can write, on a path every user can walk (tmp_path's parents
+    are 0700): the supervisor carries an allowed write out as the target, which may run as
+    nobody, path walk included."""
+    path = Path(tempfile.mkdtemp(prefix="bubble-box-", dir="/tmp"))
+    path.chmod(0o777)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def nobody_src() -> Iterator[str]:
     """A copy of src/ that `nobody` can read, for running Bubble itself as an unprivileged

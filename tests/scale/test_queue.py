@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -173,23 +170,12 @@ def test_cancel_on_the_web_stops_the_run_on_its_worker(cluster) -> None:
     assert worker.proc.poll() is None  # the worker goes on
 
 
-@pytest.fixture
-def box() -> Iterator[Path]:
-    """A directory the target can reach when it runs as nobody: the supervisor carries an
-    allowed write out as the target, path walk included (tmp_path's parents are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="bubble-ask-", dir="/tmp"))
-    path.chmod(0o777)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def test_an_analysts_answer_reaches_a_run_on_a_worker(cluster, box: Path) -> None:
+def test_an_analysts_answer_reaches_a_run_on_a_worker(cluster, reachable_box: Path) -> None:
     """Ask mode across processes: the web server only writes the answer to the store; the
     worker executing the run reads it there and lets the held write happen."""
     server, start = cluster
     start("asker")
+    box = reachable_box  # the target may run as nobody
     script = f"echo yes > {box}/allowed; echo end"
     run_id = post(server.url, cmd=["/bin/sh", "-c", script], ask=True, ask_timeout=20)
     deadline = time.monotonic() + 60

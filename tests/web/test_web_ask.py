@@ -138,11 +138,9 @@ def wait_end(client: FlaskClient, run_id: str, timeout: float = 60) -> dict:
 
 @pytest.mark.usefixtures("engine")
 def test_allowed_write_happens_and_an_ignored_one_does_not(
-    app: Flask, client: FlaskClient, tmp_path: Path
+    app: Flask, client: FlaskClient, reachable_box: Path
 ) -> None:
-    box = tmp_path / "box"
-    box.mkdir()
-    box.chmod(0o777)  # the target may run as nobody
+    box = reachable_box  # the target may run as nobody
     cmd = ["/bin/sh", "-c", f"echo yes > {box}/allowed; echo no > {box}/ignored; echo end"]
     # Through the fork server (the default): the decision socket must reach the launcher it
     # forks as it reaches a cold one (the scale-out test covers a worker's).
