@@ -24,11 +24,9 @@ def start_asking(page, site: LiveServer, target: Path, wait_s: int) -> None:
 
 
 def test_allow_once_from_the_page_writes_the_file(
-    site: LiveServer, page, tmp_path: Path, shots: Path
+    site: LiveServer, page, reachable_box: Path, shots: Path
 ) -> None:
-    box = tmp_path / "box"
-    box.mkdir()
-    box.chmod(0o777)  # the target may run as nobody
+    box = reachable_box  # the target may run as nobody
     target = box / "allowed.txt"
     start_asking(page, site, target, 30)
     card = page.locator(".ask-card")
@@ -48,11 +46,9 @@ def test_allow_once_from_the_page_writes_the_file(
 
 
 def test_an_unanswered_held_write_is_denied_after_the_wait(
-    site: LiveServer, page, tmp_path: Path
+    site: LiveServer, page, reachable_box: Path
 ) -> None:
-    box = tmp_path / "box"
-    box.mkdir()
-    box.chmod(0o777)
+    box = reachable_box
     target = box / "ignored.txt"
     start_asking(page, site, target, 3)
     page.wait_for_selector(".ask-card.ask-denied", timeout=20_000)
