@@ -26,8 +26,8 @@ import os
 import threading
 
 from bubble import events
-from bubble.sandbox import _abi
-from bubble.sandbox.netpolicy import sock_copy
+from bubble.sandbox import _abi, datagram
+from bubble.sandbox.sockinfo import sock_copy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,30 +44,35 @@ class Connector:
         self.sup = sup
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.lock = threading.Lock()
-        # (notification, target fd, our socket, errno, event, close-on-exec)
-        self.done: collections.deque[tuple[int, int, _socket.socket, int, events.Call, bool]] = (
-            collections.deque()
-        )
+        # (notification, target fd, our socket, errno, event, close-on-exec, of the wall)
+        self.done: collections.deque[
+            tuple[int, int, _socket.socket, int, events.Call, bool, bool]
+        ] = collections.deque()
         self.waiting = 0
         self.ours = ours  # inodes of the sockets we installed (NetPolicy lets their sends go)
 
     def fileno(self) -> int:
         return self.wake_r
 
-    def start(self, nid: int, pid: int, fd: int, event: events.Call) -> events.Call | None:
+    def start(
+        self, nid: int, pid: int, fd: int, event: events.Call, walled: _socket.socket | None = None
+    ) -> events.Call | None:
         """Connect for call `nid` of `pid` on its socket `fd`. Returns the event when answered
-        now, None when a thread will finish it."""
+        now, None when a thread will finish it. With `walled` (our checked copy of the
+        target's socket inside the wall, `--net-sim`), that very socket is connected instead:
+        it can only reach the simulated internet, and nothing is installed."""
         fd = ctypes.c_int32(fd).value
+        peer, port = str(event.peer), int(event.port or 0)
+        if walled is not None:
+            return self._start_walled(nid, fd, walled, (_mapped(walled.family, peer), port), event)
         copy = sock_copy(pid, fd)
         if copy is None:  # no socket (or gone): what the kernel would say
             return self._answer(nid, fd, None, errno.ENOTSOCK, event, False)
-        peer, port = str(event.peer), int(event.port or 0)
         family, kind, proto = copy.family, copy.type & 0xF, copy.proto
         nonblock = bool(fcntl.fcntl(copy.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
         cloexec = _cloexec(pid, fd)
         copy.close()
-        if family == _abi.AF_INET6 and "." in peer:
-            peer = "::ffff:" + peer
+        peer = _mapped(family, peer)
         try:
             sock = _socket.socket(family, kind, proto)
         except OSError as exc:
@@ -81,18 +86,67 @@ class Connector:
             if not nonblock:
                 sock.setblocking(True)
             return self._answer(nid, fd, sock, err, event, cloexec)
+        return self._in_thread(nid, fd, sock, (peer, port), event, cloexec)
+
+    def _start_walled(
+        self,
+        nid: int,
+        fd: int,
+        sock: _socket.socket,
+        addr: tuple[str, int],
+        event: events.Call,
+    ) -> events.Call | None:
+        # The copy shares the target's open file description, so its blocking mode is the
+        # target's: never changed here (settimeout would set O_NONBLOCK for the target too).
+        if sock.type & 0xF != SOCK_STREAM or not os.get_blocking(sock.fileno()):
+            err = sock.connect_ex(addr)
+            sock.close()
+            return self._answer(nid, fd, None, err, event, False, walled=True)
+        return self._in_thread(nid, fd, sock, addr, event, False, walled=True)
+
+    def _in_thread(
+        self,
+        nid: int,
+        fd: int,
+        sock: _socket.socket,
+        addr: tuple[str, int],
+        event: events.Call,
+        cloexec: bool,
+        walled: bool = False,
+    ) -> events.Call | None:
         with self.lock:
             if self.waiting >= MAX_WAITING:
                 sock.close()
-                return self._answer(nid, fd, None, errno.EAGAIN, event, cloexec)
+                return self._answer(nid, fd, None, errno.EAGAIN, event, cloexec, walled)
             self.waiting += 1
         threading.Thread(
             target=self._connect,
-            args=(nid, fd, sock, (peer, port), event, cloexec),
+            args=(nid, fd, sock, addr, event, cloexec, walled),
             name="connect",
             daemon=True,
         ).start()
         return None
+
+    def send(self, nid: int, event: events.Call, plan: datagram.Plan) -> events.Call:
+        """Carry out datagram sends read once (datagram.py) and answer call `nid`."""
+
+        def install(sock: _socket.socket) -> None:
+            self._install(nid, plan.fd, sock, _cloexec(plan.pid, plan.fd))
+
+        try:
+            value, err = datagram.carry_out(plan, install)
+        finally:
+            plan.close()
+        self.sup.send(nid, value, err, 0)
+        where = "from the host's network" if plan.replace or plan.host else "inside the wall"
+        detail = f"sent by the supervisor {where}"
+        if plan.replace:
+            detail += " on a socket of its own installed in place of the target's"
+        return dataclasses.replace(
+            event,
+            denied=errno.errorcode.get(err, str(err)) if err else None,
+            detail=detail + (f": {errno.errorcode.get(err, err)}" if err else ""),
+        )
 
     def _connect(
         self,
@@ -102,8 +156,10 @@ class Connector:
         addr: tuple[str, int],
         event: events.Call,
         cloexec: bool,
+        walled: bool,
     ) -> None:
-        sock.settimeout(CONNECT_TIMEOUT)
+        if not walled:  # a socket of the wall is the target's too: its mode stays
+            sock.settimeout(CONNECT_TIMEOUT)
         try:
             sock.connect(addr)
             err = 0
@@ -113,7 +169,7 @@ class Connector:
             err = exc.errno or errno.ECONNREFUSED
         with self.lock:
             self.waiting -= 1
-            self.done.append((nid, fd, sock, err, event, cloexec))
+            self.done.append((nid, fd, sock, err, event, cloexec, walled))
         os.write(self.wake_w, b"x")
 
     def on_readable(self) -> bool:
@@ -123,18 +179,20 @@ class Connector:
             with self.lock:
                 if not self.done:
                     return True
-                nid, fd, sock, err, event, cloexec = self.done.popleft()
+                nid, fd, sock, err, event, cloexec, walled = self.done.popleft()
             if not self.sup.valid(nid):
                 sock.close()
                 self.sup.writer.emit(
                     dataclasses.replace(event, detail="caller gone before the connect")
                 )
                 continue
-            if err:
-                sock.close()
+            installed: _socket.socket | None = sock
+            if err or walled:
+                sock.close()  # a socket of the wall is connected where it is: nothing to install
+                installed = None
             else:
                 sock.setblocking(True)  # the target's socket was blocking
-            self.sup.writer.emit(self._answer(nid, fd, None if err else sock, err, event, cloexec))
+            self.sup.writer.emit(self._answer(nid, fd, installed, err, event, cloexec, walled))
 
     def _answer(
         self,
@@ -144,8 +202,11 @@ class Connector:
         err: int,
         event: events.Call,
         cloexec: bool,
+        walled: bool = False,
     ) -> events.Call:
         detail = "connected by the supervisor from the host's network"
+        if walled:
+            detail = "connected by the supervisor inside the wall (the simulated internet)"
         if sock is not None:
             try:
                 self._install(nid, fd, sock, cloexec)
@@ -166,6 +227,11 @@ class Connector:
         addfd = _abi.ADDFD.pack(nid, ADDFD_FLAG_SETFD, sock.fileno(), fd, flags)
         fcntl.ioctl(self.sup.listener, _abi.IOCTL_NOTIF_ADDFD, bytearray(addfd), True)
         self.ours.add(os.fstat(sock.fileno()).st_ino)
+
+
+def _mapped(family: int, peer: str) -> str:
+    """`peer` as an AF_INET6 socket needs it: an IPv4 address in its mapped form."""
+    return "::ffff:" + peer if family == _abi.AF_INET6 and "." in peer else peer
 
 
 def _cloexec(pid: int, fd: int) -> bool:

@@ -1,0 +1,104 @@
+"""Sends that name their destination, in a run with connect scopes (issue 11, DESIGN §2.4).
+
+A connect scope puts host sockets into the target's hands (`connector.py`), and a host UDP
+socket honours any address a send gives it, connected or not. A thread can `dup2` such a
+socket onto the descriptor of a pending call after our check, so in a run with connect
+scopes no send whose destination is in memory is CONTINUEd:
+
+- on an AF_INET/AF_INET6 datagram socket (a host one we installed, or one inside the wall)
+  the supervisor reads every destination and payload once and sends them itself
+  (`datagram.py`) when every destination is in a scope; under `--net-sim` a send on a socket
+  of the wall whose destinations are all outside every scope is sent by the supervisor on its
+  own copy of that socket, so it reaches the simulated internet and nothing else;
+- on any other socket (TCP, AF_UNIX stream), `sendmsg`/`sendmmsg` and `sendto` with an
+  address are denied: its msg_name would reach a host datagram socket swapped in. `send`,
+  `write` and `sendto` without an address are unaffected (no address in memory).
+
+Anything else with an out-of-scope destination is denied with an alert, as without scopes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from bubble import events
+from bubble.sandbox import datagram, dnsquery
+from bubble.sandbox.decide import Decision, alert
+from bubble.sandbox.decode import family_name, s32
+from bubble.sandbox.sockinfo import INET, SOCK_DGRAM, address, sock_copy, socket_walled
+from bubble.sandbox.syscalls import Syscall
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from bubble.sandbox.netpolicy import NetPolicy
+
+SWAPPED = (
+    "a run with connect scopes: msg_name could reach a host datagram socket dup2'ed onto this "
+    "descriptor after the check (use send or write)"
+)
+DNS_MESSAGES = 8
+
+
+def decide(
+    net: NetPolicy, row: Syscall, nr: int, pid: int, ctx: dict[str, Any], args: tuple[int, ...]
+) -> Decision:
+    fd = s32(args[0])
+    sock = sock_copy(pid, fd)
+    if sock is None:
+        # No socket: the kernel answers EBADF or ENOTSOCK whatever memory says; one we may
+        # not look at is denied (nothing checked, nothing continued).
+        if not os.path.exists(f"/proc/{pid}/fd/{fd}"):
+            return Decision.deny(None, errno.EBADF)
+        ctx["detail"] = "socket not inspectable"
+        return alert(row, nr, pid, ctx)
+    walled = socket_walled(sock.fileno())
+    host = os.fstat(sock.fileno()).st_ino in net.ours
+    if sock.family not in INET or sock.type & 0xF != SOCK_DGRAM or not (walled or host):
+        sock.close()
+        ctx["detail"] = SWAPPED
+        return alert(row, nr, pid, ctx)
+    try:
+        messages = datagram.read_messages(net.decoder.mem, pid, row.name, args)
+    except datagram.Unsendable as why:
+        sock.close()
+        ctx["detail"] = why.detail
+        return alert(row, nr, pid, ctx, why.err)
+    if not messages:
+        sock.close()
+        return Decision.done(None, 0)  # sendmmsg of no message: 0, as the kernel answers
+    peer, port = address(sock, "getpeername")
+    dests = [(m.peer, m.port) if m.peer is not None else (peer, port) for m in messages]
+    if any(p is None or q is None for p, q in dests):
+        sock.close()
+        return Decision.deny(None, errno.EDESTADDRREQ)  # unconnected, no address: the kernel's
+    scopes = [net.scopes.match(str(p), q) if net.scopes else None for p, q in dests]
+    # The event names the first destination outside every scope, if any: what was refused.
+    shown = next((i for i, scope in enumerate(scopes) if scope is None), 0)
+    ctx.update(peer=dests[shown][0], port=dests[shown][1], bytes=len(messages[shown].data))
+    ctx.update(family=sock.family, family_name=family_name(sock.family))
+    ctx.update(dnsquery.fields([m.data[: dnsquery.MAX_QUERY] for m in messages[:DNS_MESSAGES]]))
+    flags = args[2] if row.name == "sendmsg" else args[3]
+    plan = datagram.Plan(sock, fd, messages, flags & 0xFFFFFFFF, pid=pid, host=host)
+    if row.name == "sendmmsg":
+        plan.vector = args[1]
+    if all(scopes) and (host or peer is None):
+        plan.replace = not host  # an unconnected socket of the wall: ours takes its place
+        return Decision.send(_sent(row, nr, pid, ctx, scope=scopes[0]), plan)
+    if walled and net.policy.net_sim and not any(scopes):
+        return Decision.send(_sent(row, nr, pid, ctx), plan)
+    sock.close()
+    if any(scopes):
+        ctx["detail"] = "some destinations are outside every connect scope: nothing sent"
+    elif host:
+        ctx["detail"] = "a socket on the host's network reaches only the scoped endpoints"
+    return alert(row, nr, pid, ctx)
+
+
+def _sent(row: Syscall, nr: int, pid: int, ctx: dict[str, Any], **extra: Any) -> events.Call:
+    return events.Call(
+        type=events.NET_SEND, pid=pid, category="net", syscall=row.name, syscall_no=nr,
+        decision="ALLOW", **ctx, **extra,
+    )  # fmt: skip
