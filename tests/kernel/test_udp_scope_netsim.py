@@ -8,7 +8,6 @@ socket the scope installed could be dup2'ed onto the descriptor meanwhile)."""
 from __future__ import annotations
 
 import os
-import socket
 import textwrap
 
 from tests.conftest import run_bubble
