@@ -50,8 +50,12 @@ def decide(
     if sock is None:
         # No socket: the kernel answers EBADF or ENOTSOCK whatever memory says; one we may
         # not look at is denied (nothing checked, nothing continued).
-        if not os.path.exists(f"/proc/{pid}/fd/{fd}"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
             return Decision.deny(None, errno.EBADF)
+        if not link.startswith("socket:"):
+            return Decision.deny(None, errno.ENOTSOCK)
         ctx["detail"] = "socket not inspectable"
         return alert(row, nr, pid, ctx)
     walled = socket_walled(sock.fileno())
