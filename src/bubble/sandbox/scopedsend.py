@@ -91,10 +91,14 @@ def decide(
     if all(scopes) and (host or peer is None):
         plan.replace = not host  # an unconnected socket of the wall: ours takes its place
         return Decision.send(_sent(row, nr, pid, ctx, scope=scopes[0]), plan)
-    if walled and net.policy.net_sim and not any(scopes):
+    if walled and net.policy.net_sim and (peer is not None or not any(scopes)):
+        # The simulated internet: every destination outside the scopes, or a socket already
+        # connected inside the wall (it stays there, as its connect did).
         return Decision.send(_sent(row, nr, pid, ctx), plan)
     sock.close()
-    if any(scopes):
+    if walled and peer is not None and all(scopes):
+        ctx["detail"] = "a socket connected inside the wall cannot reach a scope: use a new one"
+    elif any(scopes):
         ctx["detail"] = "some destinations are outside every connect scope: nothing sent"
     elif host:
         ctx["detail"] = "a socket on the host's network reaches only the scoped endpoints"
