@@ -238,26 +238,87 @@ def test_a_thread_rewriting_address_and_payload_cannot_redirect_a_send(udp):
     assert {e["port"] for e in r.alerts if e.get("syscall") == "sendto"} <= {other.port}
 
 
-UNIX_SENDMSG = textwrap.dedent(
+STREAMS = textwrap.dedent(
     """
-    import socket
+    import array, ctypes, os, socket, struct, sys, threading
+    libc = ctypes.CDLL(None, use_errno=True)
+    ok, other, uok = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    # AF_UNIX stream with a descriptor passed: what the peer gets is the same open file
     a, b = socket.socketpair()
-    try:
-        a.sendmsg([b"x"])
-        print("sendmsg sent")
-    except OSError as e:
-        print("sendmsg errno", e.errno)
-    a.send(b"y")
-    print("send", b.recv(10))
+    r, w = os.pipe()
+    n = a.sendmsg([b"fd", b"!"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w]))])
+    msg, anc, _flags, _addr = b.recvmsg(10, socket.CMSG_SPACE(4))
+    passed = array.array("i", anc[0][2])[0]
+    os.write(passed, b"through the passed fd")
+    print("unix", n, msg, os.read(r, 100), flush=True)
+    # a blocking sendmsg bigger than the socket buffer: finished by a worker thread
+    big = bytes(range(256)) * 8192  # 2 MiB
+    got = bytearray()
+    def read_all():
+        while len(got) < len(big):
+            got.extend(b.recv(65536))
+    reader = threading.Thread(target=read_all); reader.start()
+    sent = calls = 0
+    while sent < len(big):
+        sent += a.sendmsg([big[sent:]]); calls += 1
+    reader.join()
+    print("big", sent, bytes(got) == big, calls <= 4, flush=True)
+    # TCP on a scoped endpoint: the supervisor's socket
+    t = socket.create_connection(("127.0.0.1", ok))
+    print("tcp", t.sendmsg([b"HEL", b"LO"]), t.recv(10), flush=True)
+    # A thread swaps a host UDP socket of the scope onto an AF_UNIX descriptor while
+    # sendmsg names another endpoint: the kernel would honour msg_name on the UDP socket.
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(5)
+    u.sendto(b"PING", ("127.0.0.1", uok)); u.recv(10)  # now a host socket of the scope
+    c, peer = socket.socketpair()
+    peer.setblocking(False)
+    victim = os.dup(c.fileno())
+    name = ctypes.create_string_buffer(struct.pack("<HH4s8x", socket.AF_INET, socket.htons(other), socket.inet_aton("127.0.0.1")), 16)
+    data = ctypes.create_string_buffer(b"ESCAPE", 6)
+    iov = (ctypes.c_uint64 * 2)(ctypes.addressof(data), 6)
+    hdr = struct.pack("<QI4xQQQQi4x", ctypes.addressof(name), 16, ctypes.addressof(iov), 1, 0, 0, 0)
+    msghdr = ctypes.create_string_buffer(hdr, len(hdr))
+    stop = False
+    def flip():
+        while not stop:
+            os.dup2(u.fileno(), victim); os.dup2(c.fileno(), victim)
+    th = threading.Thread(target=flip); th.start()
+    ok_sends = 0
+    for _ in range(500):
+        ok_sends += libc.sendmsg(victim, msghdr, 0) == 6
+        try:
+            peer.recv(65536)
+        except BlockingIOError:
+            pass
+    stop = True; th.join()
+    print("swap", ok_sends > 0, flush=True)
     """
 )
 
 
-def test_a_stream_sendmsg_in_a_scoped_run_is_denied_send_is_not():
+def test_stream_sendmsg_in_a_scoped_run_is_made_by_the_supervisor(udp):
     """In a run with scopes a host UDP socket dup2'ed onto a stream descriptor would honour
-    the msg_name the kernel reads after our check: sendmsg is denied there, send works."""
-    r = run_bubble([SYSTEM_PYTHON, "-c", UNIX_SENDMSG], ["--allow-connect=127.0.0.1:9"])
-    assert "sendmsg errno 1" in r.stdout, r.stdout + r.stderr[-300:]
-    assert "send b'y'" in r.stdout
-    [alert] = [e for e in r.alerts if e.get("syscall") == "sendmsg"]
-    assert "dup2" in alert["detail"]
+    the msg_name the kernel reads after a check: the supervisor sends stream sendmsg itself,
+    passed descriptors and blocking included, and nothing reaches another endpoint."""
+    from tests.kernel.test_connect_scopes import Listener
+
+    tcp, other = Listener(), udp()
+    ok = udp()
+    try:
+        r = run_bubble(
+            [SYSTEM_PYTHON, "-c", STREAMS, str(tcp.port), str(other.port), str(ok.port)],
+            [f"--allow-connect=127.0.0.1:{tcp.port}", f"--allow-connect=127.0.0.1:{ok.port}"],
+            timeout=100,
+        )
+    finally:
+        got_tcp = tcp.close()
+    out = _lines(r.stdout)
+    assert out["unix"] == "3 b'fd!' b'through the passed fd'", r.stdout + r.stderr[-600:]
+    assert out["big"] == "2097152 True True"
+    assert out["tcp"] == "5 b'WORLD'"
+    assert out["swap"] == "True"
+    assert got_tcp == [b"HELLO"]
+    assert other.close() == [] and ok.close() == [b"PING"]
+    # the sends the swapped-in UDP socket made of the AF_UNIX ones: refused, naming `other`
+    assert {e["port"] for e in r.alerts if e.get("syscall") == "sendmsg"} <= {other.port}

@@ -23,10 +23,11 @@ import dataclasses
 import errno
 import fcntl
 import os
+import struct
 import threading
 
 from bubble import events
-from bubble.sandbox import _abi, datagram
+from bubble.sandbox import _abi, datagram, streamsend
 from bubble.sandbox.sockinfo import sock_copy
 
 TYPE_CHECKING = False
@@ -49,6 +50,10 @@ class Connector:
             tuple[int, int, _socket.socket, int, events.Call, bool, bool]
         ] = collections.deque()
         self.waiting = 0
+        # blocking stream sends a thread finished: (notification, bytes sent, errno, event)
+        self.finished: collections.deque[tuple[int, int, int, events.Event | None]] = (
+            collections.deque()
+        )
         self.ours = ours  # inodes of the sockets we installed (NetPolicy lets their sends go)
 
     def fileno(self) -> int:
@@ -127,8 +132,13 @@ class Connector:
         ).start()
         return None
 
-    def send(self, nid: int, event: events.Call, plan: datagram.Plan) -> events.Call:
-        """Carry out datagram sends read once (datagram.py) and answer call `nid`."""
+    def send(
+        self, nid: int, event: events.Event | None, plan: datagram.Plan | streamsend.StreamPlan
+    ) -> events.Event | None:
+        """Carry out a send read once (datagram.py, streamsend.py) and answer call `nid`;
+        None when a thread finishes it (a blocking stream send the socket cannot take yet)."""
+        if isinstance(plan, streamsend.StreamPlan):
+            return self._stream(nid, event, plan)
 
         def install(sock: _socket.socket) -> None:
             self._install(nid, plan.fd, sock, _cloexec(plan.pid, plan.fd))
@@ -142,11 +152,46 @@ class Connector:
         detail = f"sent by the supervisor {where}"
         if plan.replace:
             detail += " on a socket of its own installed in place of the target's"
-        return dataclasses.replace(
-            event,
-            denied=errno.errorcode.get(err, str(err)) if err else None,
-            detail=detail + (f": {errno.errorcode.get(err, err)}" if err else ""),
-        )
+        return _said(event, err, detail)
+
+    def _stream(
+        self, nid: int, event: events.Event | None, plan: streamsend.StreamPlan
+    ) -> events.Event | None:
+        sent, err, wait = streamsend.send_now(plan)
+        if wait:
+            with self.lock:
+                room = self.waiting < MAX_WAITING
+                self.waiting += room
+            if room:
+                threading.Thread(
+                    target=self._finish_stream, args=(nid, event, plan, sent), daemon=True
+                ).start()
+                return None
+            err = 0 if sent else errno.EAGAIN
+        plan.close()
+        self.sup.send(nid, sent if not err else 0, err, 0)
+        return _said(event, err, "sent by the supervisor on its copy of the socket")
+
+    def _finish_stream(
+        self, nid: int, event: events.Event | None, plan: streamsend.StreamPlan, sent: int
+    ) -> None:
+        listener, key = self.sup.listener, bytearray(struct.pack("<Q", nid))
+
+        def waiting() -> bool:  # our own buffer: the loop thread's is not ours to share
+            try:
+                fcntl.ioctl(listener, _abi.IOCTL_NOTIF_ID_VALID, key, True)
+                return True
+            except OSError:
+                return False
+
+        try:
+            sent, err = streamsend.send_rest(plan, sent, waiting)
+        finally:
+            plan.close()
+        with self.lock:
+            self.waiting -= 1
+            self.finished.append((nid, sent, err, event))
+        os.write(self.wake_w, b"x")
 
     def _connect(
         self,
@@ -175,6 +220,15 @@ class Connector:
     def on_readable(self) -> bool:
         with contextlib.suppress(BlockingIOError):
             os.read(self.wake_r, 4096)
+        while True:
+            with self.lock:
+                if not self.finished:
+                    break
+                nid, sent, err, ev = self.finished.popleft()
+            self.sup.send(nid, sent if not err else 0, err, 0)  # ENOENT if gone: ignored
+            said = _said(ev, err, "sent by the supervisor on its copy of the socket")
+            if said is not None:
+                self.sup.writer.emit(said)
         while True:
             with self.lock:
                 if not self.done:
@@ -227,6 +281,17 @@ class Connector:
         addfd = _abi.ADDFD.pack(nid, ADDFD_FLAG_SETFD, sock.fileno(), fd, flags)
         fcntl.ioctl(self.sup.listener, _abi.IOCTL_NOTIF_ADDFD, bytearray(addfd), True)
         self.ours.add(os.fstat(sock.fileno()).st_ino)
+
+
+def _said(event: events.Event | None, err: int, detail: str) -> events.Event | None:
+    """`event` with the outcome of a send the supervisor made (None stays None)."""
+    if not isinstance(event, events.Call):
+        return event
+    return dataclasses.replace(
+        event,
+        denied=errno.errorcode.get(err, str(err)) if err else None,
+        detail=detail + (f": {errno.errorcode.get(err, err)}" if err else ""),
+    )
 
 
 def _mapped(family: int, peer: str) -> str:

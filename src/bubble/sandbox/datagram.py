@@ -102,19 +102,19 @@ def read_messages(mem: TargetMemory, pid: int, name: str, args: tuple[int, ...])
     """Every message of the call, read once. Unsendable when the kernel would refuse it."""
     if name == "sendto":
         peer, port = _address(mem, pid, args[4], args[5]) if args[4] else (None, None)
-        return [Message(peer, port, _read(mem, pid, args[1], args[2]))]
+        return [Message(peer, port, read_exact(mem, pid, args[1], args[2]))]
     if name == "sendmsg":
-        return [_message(mem, pid, _headers(mem, pid, args[1], 1, MSGHDR_SIZE)[0])]
+        return [_message(mem, pid, headers(mem, pid, args[1], 1, MSGHDR_SIZE)[0])]
     vlen = min(args[2] & 0xFFFFFFFF, MAX_BATCH)
     if not vlen:
         return []
-    return [_message(mem, pid, h) for h in _headers(mem, pid, args[1], vlen, MMSGHDR_SIZE)]
+    return [_message(mem, pid, h) for h in headers(mem, pid, args[1], vlen, MMSGHDR_SIZE)]
 
 
-def _headers(
+def headers(
     mem: TargetMemory, pid: int, addr: int, count: int, stride: int
 ) -> list[tuple[int, ...]]:
-    raw = _read(mem, pid, addr, count * stride)
+    raw = read_exact(mem, pid, addr, count * stride)
     return [_MSGHDR.unpack_from(raw, i * stride) for i in range(count)]
 
 
@@ -127,11 +127,11 @@ def _message(mem: TargetMemory, pid: int, header: tuple[int, ...]) -> Message:
         raise Unsendable(errno.EMSGSIZE, f"{iovlen} iovecs")
     data = b""
     if iovlen:
-        raw = _read(mem, pid, iov, iovlen * 16)
+        raw = read_exact(mem, pid, iov, iovlen * 16)
         parts = [struct.unpack_from("<QQ", raw, i * 16) for i in range(iovlen)]
         if sum(length for _base, length in parts) > MAX_DATAGRAM:
             raise Unsendable(errno.EMSGSIZE, "datagram larger than 64 KiB")
-        data = b"".join(_read(mem, pid, base, length) for base, length in parts if length)
+        data = b"".join(read_exact(mem, pid, base, length) for base, length in parts if length)
     return Message(peer, port, data)
 
 
@@ -139,7 +139,7 @@ def _address(mem: TargetMemory, pid: int, addr: int, length: int) -> tuple[str |
     length &= 0xFFFFFFFF
     if length > MAX_SOCKADDR:
         raise Unsendable(errno.EINVAL, f"address length {length}")
-    fields = sockaddr_fields(_read(mem, pid, addr, length), pid)
+    fields = sockaddr_fields(read_exact(mem, pid, addr, length), pid)
     family, port = fields.get("family"), fields.get("port")
     if family not in (_abi.AF_INET, _abi.AF_INET6) or port is None:
         raise Unsendable(errno.EINVAL, f"not an IP address: {fields.get('peer')}")
@@ -148,7 +148,7 @@ def _address(mem: TargetMemory, pid: int, addr: int, length: int) -> tuple[str |
     return str(fields["peer"]), int(port)
 
 
-def _read(mem: TargetMemory, pid: int, addr: int, length: int) -> bytes:
+def read_exact(mem: TargetMemory, pid: int, addr: int, length: int) -> bytes:
     if length > MAX_DATAGRAM + MAX_BATCH * MMSGHDR_SIZE:
         raise Unsendable(errno.EMSGSIZE, "datagram larger than 64 KiB")
     if not length:

@@ -30,7 +30,7 @@ INJECT = "inject"  # open `source` ourselves and hand the fd over with ADDFD|SEN
 DONE = "done"  # the supervisor performed the call itself: answer with -errno (0: success)
 CONNECT = "connect"  # a connect scope allows it: connector.py connects from the host's network
 PERFORM = "perform"  # carry the call out ourselves (sandbox/onbehalf.py); event: the alert if not
-SEND = "send"  # datagrams read once, sent by the supervisor (sandbox/datagram.py); `plan` says how
+SEND = "send"  # a send read once, made by the supervisor (datagram.py, streamsend.py): `plan`
 
 # Write-opens that must keep working under --deny-fs=1 (DESIGN §2.3). Values: what we inject.
 PSEUDO_DEVICES = {
@@ -110,8 +110,9 @@ class Decision:
         return cls(CONNECT, event, plan=walled)
 
     @classmethod
-    def send(cls, event: events.Event, plan: Any) -> Decision:
-        """Datagrams read once from memory, sent by the supervisor as `plan` says."""
+    def send(cls, event: events.Event | None, plan: Any) -> Decision:
+        """A send read once from memory, carried out by the supervisor as `plan` says
+        (datagram.Plan, streamsend.StreamPlan)."""
         if plan is None:
             raise ValueError("a send needs a plan")
         return cls(SEND, event, plan=plan)

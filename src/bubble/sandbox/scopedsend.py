@@ -10,9 +10,13 @@ scopes no send whose destination is in memory is CONTINUEd:
   (`datagram.py`) when every destination is in a scope; under `--net-sim` a send on a socket
   of the wall whose destinations are all outside every scope is sent by the supervisor on its
   own copy of that socket, so it reaches the simulated internet and nothing else;
-- on any other socket (TCP, AF_UNIX stream), `sendmsg`/`sendmmsg` and `sendto` with an
-  address are denied: its msg_name would reach a host datagram socket swapped in. `send`,
-  `write` and `sendto` without an address are unaffected (no address in memory).
+- a `sendmsg` on an AF_UNIX stream/seqpacket socket, or on a TCP socket we installed (or, under
+  `--net-sim`, one of the wall) is carried out by the supervisor on its copy of the socket it
+  checked, payload and passed descriptors read once (`streamsend.py`);
+- anything else with an address in memory (`sendmmsg` or `sendto` with an address on a stream
+  socket, a datagram socket of another family) is denied: its msg_name would reach a host
+  datagram socket swapped in. `send`, `write` and `sendto` without an address are unaffected
+  (no address in memory).
 
 Anything else with an out-of-scope destination is denied with an alert, as without scopes.
 """
@@ -23,7 +27,7 @@ import errno
 import os
 
 from bubble import events
-from bubble.sandbox import datagram, dnsquery
+from bubble.sandbox import _abi, datagram, dnsquery, streamsend
 from bubble.sandbox.decide import Decision, alert
 from bubble.sandbox.decode import family_name, s32
 from bubble.sandbox.sockinfo import INET, SOCK_DGRAM, address, sock_copy, socket_walled
@@ -40,6 +44,7 @@ SWAPPED = (
     "descriptor after the check (use send or write)"
 )
 DNS_MESSAGES = 8
+STREAMS = (1, 5)  # SOCK_STREAM, SOCK_SEQPACKET: the kernel ignores msg_name on them
 
 
 def decide(
@@ -60,7 +65,21 @@ def decide(
         return alert(row, nr, pid, ctx)
     walled = socket_walled(sock.fileno())
     host = os.fstat(sock.fileno()).st_ino in net.ours
-    if sock.family not in INET or sock.type & 0xF != SOCK_DGRAM or not (walled or host):
+    kind = sock.type & 0xF
+    if (
+        row.name == "sendmsg"
+        and kind in STREAMS
+        and (sock.family == _abi.AF_UNIX or (sock.family in INET and (host or net.policy.net_sim)))
+    ):
+        # The kernel ignores msg_name here, but a host UDP socket swapped in would not:
+        # the supervisor sends the bytes (and descriptors) read once on the socket it checked.
+        try:
+            return Decision.send(None, streamsend.read_plan(net.decoder.mem, pid, sock, args))
+        except datagram.Unsendable as why:
+            sock.close()
+            ctx["detail"] = why.detail
+            return alert(row, nr, pid, ctx, why.err)
+    if sock.family not in INET or kind != SOCK_DGRAM or not (walled or host):
         sock.close()
         ctx["detail"] = SWAPPED
         return alert(row, nr, pid, ctx)

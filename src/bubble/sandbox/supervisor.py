@@ -281,8 +281,8 @@ class Supervisor:
             if done is None:
                 return  # a thread connects; the answer and its event come then
             event = done
-        elif d.action == SEND and self.connector and isinstance(event, events.Call):
-            event = self.connector.send(nid, event, d.plan)  # datagrams read once, sent by us
+        elif d.action == SEND and self.connector:
+            event = self.connector.send(nid, event, d.plan)  # read once, sent by us
         elif d.action == DONE:
             self._send(nid, d.errno, 0)  # we made the call ourselves: its result
         elif d.action == CONTINUE:
