@@ -86,6 +86,17 @@ CLIENT = textwrap.dedent(
         n = s.sendto(b"SENDTO", ("127.0.0.1", ok))
         return f"{n} fd={s.fileno() == fd} " + reply(s)
 
+    def options_kept():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 7)
+        s.setsockopt(socket.IPPROTO_IP, 8, 1)  # IP_PKTINFO: the reply's ancillary data
+        before = os.fstat(s.fileno()).st_ino
+        s.sendto(b"OPTS", ("127.0.0.1", ok))
+        s.settimeout(5)
+        _data, anc, _f, _a = s.recvmsg(10, 64)
+        swapped = os.fstat(s.fileno()).st_ino != before
+        return f"{swapped} {s.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)} {[(l, t) for l, t, _ in anc]}"
+
     def sendto_other():
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         return s.sendto(b"OTHER", ("127.0.0.1", other))
@@ -140,6 +151,7 @@ CLIENT = textwrap.dedent(
         return f"{n} lens={[vec[i].msg_len for i in range(len(ports))]}"
 
     step("sendto_ok", sendto_ok)
+    step("options_kept", options_kept)
     step("sendto_other", sendto_other)
     step("sendmsg_v6", sendmsg_v6)
     step("v4_on_v6", v4_on_v6)
@@ -167,6 +179,7 @@ def test_datagrams_to_a_scope_leave_from_the_supervisor_and_replies_come_back(ud
     )
     out = _lines(r.stdout)
     assert out["sendto_ok"] == f"6 fd=True PONG from 127.0.0.1:{ok.port}", r.stdout + r.stderr
+    assert out["options_kept"] == "True 7 [(0, 8)]"  # our socket took its place, options too
     assert out["sendto_other"] == "errno 1"
     assert out["sendmsg_v6"] == f"8 PONG from ::1:{ok6.port}"
     assert out["v4_on_v6"] == f"6 PONG from ::ffff:127.0.0.1:{ok.port}"
@@ -178,7 +191,7 @@ def test_datagrams_to_a_scope_leave_from_the_supervisor_and_replies_come_back(ud
     assert out["unreadable"] == "14"  # EFAULT: the payload is not mapped
     got = ok.close()
     assert got == [
-        b"SENDTO", b"MAPPED", b"FIRST", b"SECOND", b"THIRD", b"CONNECTED", b"MM1", b"MM22",
+        b"SENDTO", b"OPTS", b"MAPPED", b"FIRST", b"SECOND", b"THIRD", b"CONNECTED", b"MM1", b"MM22",
     ]  # fmt: skip
     assert ok6.close() == [b"SENDMSG6"]
     assert other.close() == []

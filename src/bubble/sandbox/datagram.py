@@ -60,6 +60,13 @@ COPIED_OPTIONS = (
     (_socket.IPPROTO_IP, _socket.IP_TOS, 4),
     (_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 4),
     (_socket.IPPROTO_IPV6, _socket.IPV6_UNICAST_HOPS, 4),
+    # what recvmsg hands back as ancillary data: IP_PKTINFO, IP_RECVERR, IPV6_RECVPKTINFO,
+    # IPV6_RECVERR, SO_TIMESTAMP (numbers: not every Python names them)
+    (_socket.IPPROTO_IP, 8, 4),
+    (_socket.IPPROTO_IP, 11, 4),
+    (_socket.IPPROTO_IPV6, 49, 4),
+    (_socket.IPPROTO_IPV6, 25, 4),
+    (_socket.SOL_SOCKET, 29, 4),
 )
 
 
