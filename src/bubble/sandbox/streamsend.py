@@ -60,6 +60,11 @@ class StreamPlan:
             os.close(fd)
         self.fds = []
 
+    def __del__(self) -> None:
+        # A plan never carried out (the caller went away before the answer) still holds
+        # copies of its descriptors: closed here, not leaked into the supervisor.
+        self.close()
+
 
 def read_plan(
     mem: TargetMemory, pid: int, sock: _socket.socket, args: tuple[int, ...]
