@@ -217,3 +217,157 @@ def test_decision_constructors_refuse_fields_an_action_does_not_use():
         d.Decision.send(events.Msg(action="x", message="y"), None)
     assert d.Decision.done(None, 0).errno == 0
     assert d.Decision.cont().event is None and d.Decision.cont().errno == 0
+
+
+# --- the network category: sandbox/netpolicy.py (decide() hands net rows to it) ----------
+# The caller is this process, which is *not* inside a wall: sockets made here are host
+# sockets, as a target's would be without a network namespace. Register values name real
+# descriptors and real memory of this process.
+
+
+def _net(policy: Policy, scopes: tuple[str, ...] = ()):
+    from bubble.sandbox.decode import Decoder
+    from bubble.sandbox.netpolicy import NetPolicy
+    from bubble.sandbox.netscope import ConnectScopes
+
+    return NetPolicy(policy, Decoder(), ConnectScopes(scopes) if scopes else None)
+
+
+def _code(dec: d.Decision) -> str:
+    ev = dec.event
+    kind = getattr(ev, "type", None)
+    if dec.action == d.DENY:
+        return f"D:{errno.errorcode[dec.errno]}:{kind}"
+    return f"{dec.action}:{kind}"
+
+
+def _sock(family: int, kind: int):
+    import socket
+
+    s = socket.socket(family, kind)
+    _open.append(s)
+    return s
+
+
+_open: list[object] = []
+OPEN_NET, SEED = Policy(deny_net=False), Policy()
+ALERT, NOEV = events.ALERT, None
+
+
+def test_network_truth_table(tmp_path):
+    import ctypes
+    import socket
+    import struct
+
+    udp, tcp = _sock(socket.AF_INET, socket.SOCK_DGRAM), _sock(socket.AF_INET, socket.SOCK_STREAM)
+    unix_a, _unix_b = socket.socketpair()
+    _open.extend((unix_a, _unix_b))
+    data = ctypes.create_string_buffer(b"payload", 7)
+    iov = (ctypes.c_uint64 * 2)(ctypes.addressof(data), 7)
+    hdr = struct.pack("<QI4xQQQQi4x", 0, 0, ctypes.addressof(iov), 1, 0, 0, 0)
+    msg = ctypes.create_string_buffer(hdr, len(hdr))
+    where = {"family": 2, "peer": "192.0.2.1", "port": 80}
+    scope = ("192.0.2.0/24:80",)
+    # (policy, scopes, row, args, ctx, expected code)
+    rows = [
+        (OPEN_NET, (), "socket", (2, 1, 0), {}, f"continue:{events.NET_SOCKET}"),
+        (OPEN_NET, (), "connect", (tcp.fileno(),), where, f"continue:{events.NET_CONNECT}"),
+        (OPEN_NET, (), "sendto", (udp.fileno(),), where, f"continue:{events.NET_SEND}"),
+        (OPEN_NET, (), "sendto", (udp.fileno(),), {**where, "hex": "00"}, "continue:net.tx.peek"),
+        (OPEN_NET, (), "bind", (3,), {"family": 1, "peer": "/tmp/s"}, f"D:EPERM:{ALERT}"),
+        (
+            OPEN_NET,
+            (),
+            "bind",
+            (3,),
+            {"family": 1, "peer": "@abstract"},
+            f"continue:{events.NET_BIND}",
+        ),
+        (
+            Policy(deny_net=False, deny_fs=False),
+            (),
+            "bind",
+            (3,),
+            {"family": 1, "peer": "/tmp/s"},
+            f"continue:{events.NET_BIND}",
+        ),
+        (SEED, (), "socket", ((1 << 32) | 1, 1, 0), {}, f"continue:{events.NET_SOCKET}"),
+        (SEED, (), "socket", (2, 1, 0), {}, f"D:EPERM:{ALERT}"),  # no wall here
+        (SEED, (), "socket", (17, 3, 0), {}, f"D:EPERM:{ALERT}"),
+        (
+            SEED,
+            (),
+            "connect",
+            (3,),
+            {"family": 1, "peer": str(tmp_path / "none")},
+            f"D:ENOENT:{events.NET_CONNECT}",
+        ),
+        (SEED, (), "connect", (3,), {"family": 1, "peer": str(tmp_path)}, f"D:EPERM:{ALERT}"),
+        (SEED, (), "connect", (tcp.fileno(),), where, f"D:EPERM:{ALERT}"),
+        (SEED, scope, "connect", (tcp.fileno(),), where, f"connect:{events.NET_CONNECT}"),
+        (SEED, scope, "connect", (tcp.fileno(),), {**where, "port": 81}, f"D:EPERM:{ALERT}"),
+        (
+            Policy(net_sim=True),
+            scope,
+            "connect",
+            (tcp.fileno(),),
+            where,
+            f"connect:{events.NET_CONNECT}",
+        ),
+        (
+            SEED,
+            (),
+            "connect",
+            (udp.fileno(),),
+            {**where, "port": 53},
+            f"D:EPERM:{ALERT}",
+        ),  # host socket
+        (SEED, (), "listen", (tcp.fileno(), 5), {}, f"D:EPERM:{ALERT}"),
+        (SEED, (), "bind", (tcp.fileno(),), where, f"D:EPERM:{ALERT}"),
+        (SEED, (), "sendto", (unix_a.fileno(), 0, 1, 0, 0, 0), {}, "continue:None"),
+        (SEED, (), "sendto", (udp.fileno(), 0, 1, 0, 0, 0), {}, f"D:EPERM:{ALERT}"),
+        (SEED, (), "sendto", (udp.fileno(), 0, 1, 0, 1, 16), where, f"D:EPERM:{ALERT}"),
+        (SEED, (), "sendmsg", (unix_a.fileno(), ctypes.addressof(msg), 0), {}, "continue:None"),
+        # with scopes: a stream sendmsg is made by the supervisor; a host socket it did not
+        # install is refused; sendto without an address decides on registers as before
+        (SEED, scope, "sendmsg", (unix_a.fileno(), ctypes.addressof(msg), 0), {}, "send:None"),
+        (SEED, scope, "sendmsg", (udp.fileno(), ctypes.addressof(msg), 0), {}, f"D:EPERM:{ALERT}"),
+        (SEED, scope, "sendto", (unix_a.fileno(), 0, 1, 0, 0, 0), {}, "continue:None"),
+    ]
+    got = []
+    for policy, scopes, name, args, ctx, _want in rows:
+        row = BY_NAME[name]
+        args = tuple(args) + (0,) * (6 - len(args))
+        dec = _net(policy, scopes).decide(row, row.nr, PID, dict(ctx), args)
+        got.append(_code(dec))
+        if dec.plan is not None and hasattr(dec.plan, "close"):
+            dec.plan.close()
+    assert got == [want for *_, want in rows]
+
+
+def test_a_scope_sends_from_a_socket_it_installed():
+    """A host datagram socket the supervisor installed (its inode in `ours`): an in-scope
+    send is planned on our copy of it, an out-of-scope one refused."""
+    import ctypes
+    import socket
+    import struct
+
+    udp = _sock(socket.AF_INET, socket.SOCK_DGRAM)
+    net = _net(SEED, ("127.0.0.1:9",))
+    net.ours.add(os.fstat(udp.fileno()).st_ino)
+    payload = ctypes.create_string_buffer(b"hi", 2)
+    row = BY_NAME["sendto"]
+
+    def send(port: int) -> d.Decision:
+        addr = ctypes.create_string_buffer(
+            struct.pack("<HH4s8x", 2, socket.htons(port), socket.inet_aton("127.0.0.1")), 16
+        )
+        _open.append(addr)
+        args = (udp.fileno(), ctypes.addressof(payload), 2, 0, ctypes.addressof(addr), 16)
+        return net.decide(row, row.nr, PID, {}, args)
+
+    ok, out = send(9), send(10)
+    assert ok.action == d.SEND and ok.plan.host and not ok.plan.replace
+    assert ok.event.scope == "127.0.0.1:9" and ok.event.bytes == 2
+    ok.plan.close()
+    assert (out.action, out.errno, out.event.port) == (d.DENY, errno.EPERM, 10)
