@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from tests.conftest import run_bubble
+from tests.conftest import AS_ROOT, run_bubble
 from tests.kernel.conftest import SYSTEM_PYTHON
 
 
@@ -335,3 +335,30 @@ def test_stream_sendmsg_in_a_scoped_run_is_made_by_the_supervisor(udp):
     assert other.close() == [] and ok.close() == [b"PING"]
     # the sends the swapped-in UDP socket made of the AF_UNIX ones: refused, naming `other`
     assert {e["port"] for e in r.alerts if e.get("syscall") == "sendmsg"} <= {other.port}
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="runs bubble as nobody from root")
+def test_udp_scope_as_a_non_root_operator(udp):
+    """A supervisor without privileges asks the wall's sockets (SIOCGSKNS) with the rights it
+    holds over the namespace it made, and installs its own socket the same way."""
+    import subprocess
+
+    from tests.kernel.conftest import nobody_cmd
+
+    ok, other = udp(), udp()
+    code = (
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"print(s.sendto(b'NOBODY', ('127.0.0.1', {ok.port}))); s.settimeout(5); print(s.recv(9))\n"
+        f"try: s.sendto(b'NO', ('127.0.0.1', {other.port}))\n"
+        "except OSError as e: print('errno', e.errno)\n"
+    )
+    proc = subprocess.run(
+        nobody_cmd(
+            ["run", f"--allow-connect=127.0.0.1:{ok.port}", "--", SYSTEM_PYTHON, "-c", code]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.stdout.split("\n")[:3] == ["6", "b'PONG'", "errno 1"], proc.stderr[-500:]
+    assert ok.close() == [b"NOBODY"] and other.close() == []
