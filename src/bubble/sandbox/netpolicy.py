@@ -19,9 +19,12 @@ call may do once let through depends on where the *socket* lives, never on targe
   `netns.check_stdio` already refuses at launch; an AF_UNIX datagram socket) a send is
   denied: its msg_name could be written after our check.
 
-Which socket an fd is, is asked of the kernel on a copy of the descriptor (pidfd_getfd), and
-whether it is inside the wall of the socket's own namespace (SIOCGSKNS), not the caller's:
-a socket keeps the namespace it was made in (KERNEL-NOTES fact 15).
+With connect scopes (`netscope.py`) an allowed connect is made by the supervisor from the
+host's network (`connector.py`), and every send whose destination is in memory is decided by
+`scopedsend.py` and, if allowed, made by the supervisor: the target then holds host sockets,
+which a thread could dup2 onto any descriptor between our check and the kernel's call.
+
+Which socket an fd is, is asked of the kernel on a copy of the descriptor (`sockinfo.py`).
 """
 
 from __future__ import annotations
