@@ -38,7 +38,7 @@ MAX_STREAM = 1 << 20  # bytes of one call carried out
 MAX_CONTROL = 4096  # bytes of ancillary data read
 SCM_MAX_FD = 253  # the kernel's own limit of descriptors in one message
 UIO_MAXIOV = 1024
-SOL_SOCKET, SCM_RIGHTS = 1, 1
+SOL_SOCKET, SCM_RIGHTS, AF_UNIX = 1, 1, 1
 _CMSG = struct.Struct("<QII")  # cmsg_len, cmsg_level, cmsg_type
 PASSED_FLAGS = 0x1 | 0x4 | 0x80 | 0x800 | 0x4000 | 0x8000  # OOB DONTROUTE EOR CONFIRM NOSIGNAL MORE
 MSG_DONTWAIT = 0x40
@@ -71,7 +71,9 @@ def read_plan(
 ) -> StreamPlan:
     """The payload and descriptors of sendmsg `args`, read once. Unsendable if refused."""
     [header] = headers(mem, pid, args[1], 1, MSGHDR_SIZE)
-    _name, _namelen, iov, iovlen, control, controllen = header
+    name, namelen, iov, iovlen, control, controllen = header
+    if name and namelen and sock.family == AF_UNIX:
+        raise Unsendable(errno.EISCONN, "an address on a connected AF_UNIX stream socket")
     if iovlen > UIO_MAXIOV:
         raise Unsendable(errno.EMSGSIZE, f"{iovlen} iovecs")
     chunks, left = [], MAX_STREAM
