@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import gc
 import json
 import os
 import select
@@ -37,7 +38,9 @@ from typing import Any
 
 # What a run needs, imported once here instead of once per run.
 from bubble import cli
-from bubble.sandbox import _abi
+from bubble import eventline as _eventline  # noqa: F401 - the sink's, imported per run
+from bubble.policy import Policy
+from bubble.sandbox import _abi, bpfcache
 from bubble.sandbox import launcher as _launcher  # noqa: F401
 from bubble.sandbox import session as _session  # noqa: F401
 from bubble.sandbox._libc import prctl
@@ -89,6 +92,25 @@ def _child(req: dict[str, Any], fds: list[int], server_pid: int) -> None:
             os.write(2, f"bubble: fork server: {err!r}\n".encode())
     finally:
         os._exit(status)
+
+
+# The filter shapes compiled once here (bpfcache): the web's and a worker's usual runs.
+WARM_POLICIES = (
+    Policy(),
+    Policy(deny_net=False),
+    Policy(deny_fs=False),
+    Policy(deny_fs=False, deny_net=False),
+)
+
+
+def warm_up() -> None:
+    """Do once what every run would: compile the usual filters (which loads libseccomp),
+    then freeze what exists into the collector's permanent generation, so a collection in a
+    launcher does not write to, and copy, every page it shares with us."""
+    for policy in WARM_POLICIES:
+        bpfcache.prepare(policy)
+    gc.collect()
+    gc.freeze()
 
 
 def _status(pid: int) -> int:
@@ -190,6 +212,7 @@ def main(args: list[str]) -> int:
     if len(args) != 1:
         sys.stderr.write("usage: bubble forkserver SOCKET\n")
         return 2
+    warm_up()
     server = Server(args[0])
     # Leave the owner's process tree (its runs' trees must be all that is below a worker);
     # stdin and stdout stay the owner's pipes, so it still ends with its owner.
