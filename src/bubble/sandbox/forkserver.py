@@ -40,7 +40,7 @@ from typing import Any
 from bubble import cli
 from bubble import eventline as _eventline  # noqa: F401 - the sink's, imported per run
 from bubble.policy import Policy
-from bubble.sandbox import _abi, bpfcache
+from bubble.sandbox import _abi, bpfcache, netns
 from bubble.sandbox import launcher as _launcher  # noqa: F401
 from bubble.sandbox import session as _session  # noqa: F401
 from bubble.sandbox._libc import prctl
@@ -48,6 +48,8 @@ from bubble.sandbox._libc import prctl
 MAX_REQUEST = 1 << 20
 MAX_FDS = 16
 _HIGH_FD = 512  # received descriptors move above the targets before being placed
+_SPARE_FD = _HIGH_FD - 1  # where a launcher keeps its spare network namespace
+SPARE_IDLE = 0.02  # seconds without a request before the next spare wall is made
 
 
 def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
@@ -59,8 +61,9 @@ def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return json.loads(msg), list(fds)
 
 
-def _child(req: dict[str, Any], fds: list[int], server_pid: int) -> None:
-    """In the forked launcher: become a clean process, then run `bubble run`. Never returns."""
+def _child(req: dict[str, Any], fds: list[int], server_pid: int, spare: int) -> None:
+    """In the forked launcher: become a clean process, then run `bubble run`. Never returns.
+    `spare`: a network namespace made ahead for this run (netns.make_spare), or -1."""
     status = 125
     try:
         os.setsid()
@@ -74,9 +77,11 @@ def _child(req: dict[str, Any], fds: list[int], server_pid: int) -> None:
         if len(targets) != len(fds):
             raise ValueError("descriptor count does not match the request")
         high = [os.dup2(fd, _HIGH_FD + i, inheritable=False) for i, fd in enumerate(fds)]
+        if spare >= 0:
+            netns.SPARE.append(os.dup2(spare, _SPARE_FD, inheritable=False))
         for fd, target in zip(high, targets, strict=True):
             os.dup2(fd, target, inheritable=target in (0, 1, 2))
-        keep = set(targets)
+        keep = set(targets) | set(netns.SPARE)
         for fd in map(int, os.listdir("/proc/self/fd")):
             if fd not in keep:
                 with contextlib.suppress(OSError):  # the listing's own, already gone
@@ -131,12 +136,19 @@ class Server:
         self.pidfds: dict[int, int] = {}  # pidfd -> connection fd
         self.ended: dict[int, int] = {}  # launcher -> status (exited, not yet reaped)
         self.orphans: dict[int, int] = {}  # pidfd -> launcher whose client left
+        # The next run's network wall, made while idle (netns.make_spare); root only.
+        self.spare = -1
+        self.spares = os.geteuid() == 0 and netns.plan(Policy())[0]
 
     def serve(self) -> None:
         os.write(1, f"ready {os.getpid()}\n".encode())
         while True:
             watched = [0, self.listener.fileno(), *self.conns, *self.pidfds, *self.orphans]
-            for fd in select.select(watched, [], [])[0]:
+            idle = SPARE_IDLE if self.spares and self.spare < 0 else None
+            ready = select.select(watched, [], [], idle)[0]
+            if not ready:
+                self._make_spare()
+            for fd in ready:
                 if fd == 0:
                     if not os.read(0, 64):
                         return  # the owner is gone
@@ -149,6 +161,13 @@ class Server:
                     os.close(fd)
                 elif fd in self.conns:
                     self._readable(fd)
+
+    def _make_spare(self) -> None:
+        try:
+            self.spare = netns.make_spare()
+        except OSError as err:
+            self.spares = False  # the launchers make their own, as cold ones do
+            os.write(2, f"bubble: fork server: no spare network namespaces: {err}\n".encode())
 
     def _accept(self) -> None:
         conn, _ = self.listener.accept()
@@ -189,10 +208,11 @@ class Server:
             conn.close()
             return
         server_pid = os.getpid()
+        spare, self.spare = self.spare, -1  # each spare goes to one run only
         pid = os.fork()
         if pid == 0:
-            _child(req, fds, server_pid)
-        for fd in fds:
+            _child(req, fds, server_pid, spare)
+        for fd in (*fds, *([spare] if spare >= 0 else [])):
             os.close(fd)
         self.pid_of[conn.fileno()] = pid
         self.pidfds[os.pidfd_open(pid)] = conn.fileno()

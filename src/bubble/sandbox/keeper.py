@@ -89,7 +89,8 @@ def _main(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_DFL)  # the target starts with default dispositions
         child.main(dataclasses.replace(plan, parent_pid=os.getppid()))
-    for fd in (plan.ready_w, plan.go_r, plan.err_w, *(plan.stdio or ())):
+    spare = (plan.netns_fd,) if plan.netns_fd >= 0 else ()
+    for fd in (plan.ready_w, plan.go_r, plan.err_w, *(plan.stdio or ()), *spare):
         os.close(fd)
     wire.send(report_w, wire.Forked(target))
     if plan.policy.timeout:
