@@ -87,3 +87,20 @@ def test_pids_a_template_cannot_stand_for(sup: int, pgid: int, keeper: int) -> N
     assert bpfcache.build(Policy(), sup, pgid, frozenset(), (keeper,)) == bpf_filter.build(
         Policy(), sup, pgid, frozenset(), (keeper,)
     )
+
+
+def test_the_fork_servers_shapes_cover_the_pages_default_run() -> None:
+    from bubble.sandbox.forkserver import WARM_POLICIES
+
+    for policy in WARM_POLICIES:
+        bpfcache.prepare(policy)
+    # What the page sends by default (bubble.web.parse): --notify-exec, limits, a timeout.
+    for page in (
+        Policy(notify_exec=True, timeout=30.0, max_output=1 << 24),
+        Policy(notify_exec=True, deny_net=False, fs_overlay=""),
+    ):
+        roles = bpfcache._roles(4000, 4000, (4001,))
+        assert roles is not None
+        assert any(t.fits(page, frozenset(), bpfcache._ranks(roles)) for t in bpfcache._TEMPLATES)
+        built = bpfcache.build(page, 4000, 4000, frozenset(), (4001,))
+        assert built == bpf_filter.build(page, 4000, 4000, frozenset(), (4001,))
