@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import _socket
 import ctypes
-import dataclasses
 import errno
 import os
 import struct
@@ -33,6 +32,7 @@ import struct
 from bubble.sandbox import _abi
 from bubble.sandbox._libc import libc
 from bubble.sandbox.decode import sockaddr_fields
+from bubble.sandbox.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -78,28 +78,39 @@ class Unsendable(Exception):
         self.err, self.detail = err, detail
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Message:
+class Message(Record):
     """One datagram as read: its destination (None: the socket's peer) and its bytes."""
 
+    __slots__ = ("data", "peer", "port")
+    data: bytes
     peer: str | None
     port: int | None
-    data: bytes
+
+    def __init__(self, peer: str | None, port: int | None, data: bytes) -> None:
+        self._set(peer=peer, port=port, data=data)
 
 
-@dataclasses.dataclass(slots=True)
 class Plan:
     """A send to carry out: on `sock` (the supervisor's checked copy of the target's socket),
-    or, with `replace`, on a new host socket installed in place of descriptor `fd`."""
+    or, with `replace`, on a new host socket installed in place of descriptor `fd`. (Not a
+    dataclass: generating one costs every cold `bubble run` about a millisecond; record.py.)"""
 
-    sock: _socket.socket
-    fd: int
-    messages: list[Message]
-    flags: int
-    replace: bool = False
-    host: bool = False  # `sock` is a host socket (one we installed), not one of the wall
-    vector: int = 0  # sendmmsg: where the mmsghdr array is (msg_len is written back)
-    pid: int = 0
+    __slots__ = ("fd", "flags", "host", "messages", "pid", "replace", "sock", "vector")
+
+    def __init__(
+        self,
+        sock: _socket.socket,
+        fd: int,
+        messages: list[Message],
+        flags: int,
+        pid: int = 0,
+        host: bool = False,
+    ) -> None:
+        self.sock, self.fd, self.messages, self.flags = sock, fd, messages, flags
+        self.pid = pid
+        self.host = host  # `sock` is a host socket (one we installed), not one of the wall
+        self.replace = False  # make a host socket and install it in place of `fd`
+        self.vector = 0  # sendmmsg: where the mmsghdr array is (msg_len is written back)
 
     def close(self) -> None:
         self.sock.close()

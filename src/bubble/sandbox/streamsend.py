@@ -17,8 +17,6 @@ A peer that has gone answers EPIPE; the caller gets no SIGPIPE from us.
 from __future__ import annotations
 
 import _socket
-import array
-import dataclasses
 import errno
 import os
 import select
@@ -45,14 +43,14 @@ MSG_DONTWAIT = 0x40
 POLL_STEP = 200  # ms between checks that the caller still waits
 
 
-@dataclasses.dataclass(slots=True)
 class StreamPlan:
     """One sendmsg to carry out on `sock`, the supervisor's checked copy of the socket."""
 
-    sock: _socket.socket
-    data: bytes
-    fds: list[int]  # our copies of the descriptors passed
-    flags: int
+    __slots__ = ("data", "fds", "flags", "sock")
+
+    def __init__(self, sock: _socket.socket, data: bytes, fds: list[int], flags: int) -> None:
+        self.sock, self.data, self.flags = sock, data, flags
+        self.fds = fds  # our copies of the descriptors passed
 
     def close(self) -> None:
         self.sock.close()
@@ -114,7 +112,7 @@ def _descriptors(mem: TargetMemory, pid: int, control: int, length: int) -> list
         if (level, kind) != (SOL_SOCKET, SCM_RIGHTS):
             raise Unsendable(errno.EPERM, f"ancillary data {level}/{kind} is not carried")
         count = (size - _CMSG.size) // 4
-        wanted += array.array("i", raw[at + _CMSG.size : at + _CMSG.size + 4 * count])
+        wanted += struct.unpack_from(f"<{count}i", raw, at + _CMSG.size)
         at += (size + 7) & ~7
     if len(wanted) > SCM_MAX_FD:
         raise Unsendable(errno.EINVAL, f"{len(wanted)} descriptors")
@@ -169,5 +167,5 @@ def _send(plan: StreamPlan, data: bytes, with_fds: bool) -> int:
     flags = plan.flags & PASSED_FLAGS | MSG_DONTWAIT | 0x4000  # NOSIGNAL: never on us
     ancillary = []
     if with_fds and plan.fds:
-        ancillary = [(SOL_SOCKET, SCM_RIGHTS, array.array("i", plan.fds).tobytes())]
+        ancillary = [(SOL_SOCKET, SCM_RIGHTS, struct.pack(f"<{len(plan.fds)}i", *plan.fds))]
     return plan.sock.sendmsg([data], ancillary, flags)
