@@ -73,7 +73,7 @@ class Decision:
     event: events.Event | None
     errno: int = 0
     source: str = ""  # for INJECT: a path to open, or "fd:N" to duplicate from the target
-    plan: Any = None  # for SEND: a datagram.Plan; for CONNECT: a socket of the wall to connect
+    plan: Any = None  # SEND: datagram.Plan or streamsend.StreamPlan; CONNECT: a socket of the wall
 
     @classmethod
     def deny(cls, event: events.Event | None, err: int = _EPERM) -> Decision:
