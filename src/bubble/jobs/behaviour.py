@@ -32,7 +32,8 @@ def ruleset(dirs: tuple[str, ...]) -> signatures.RuleSet:
         return found
 
 
-def _events(store: Store, run_id: str) -> list[dict[str, Any]]:
+def stored_events(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """A stored run's events as objects, in seq order (a line that does not parse is skipped)."""
     out = []
     for _seq, data in store.iter_events(run_id):
         try:
@@ -56,7 +57,7 @@ def build(
             if hit is not None:
                 _reports.move_to_end(key)
                 return hit
-    events = report.clean(_events(store, run["id"]))
+    events = report.clean(stored_events(store, run["id"]))
     meta = {"command": run["command"], "command_line": run.get("command_line")}
     meta["policy"] = run.get("policy")
     rep = report.build(events, ruleset=ruleset(dirs), run=meta)
