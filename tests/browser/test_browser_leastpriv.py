@@ -107,6 +107,21 @@ def test_suggest_edit_and_rerun_under_the_policy(
     # The suggestion panel is reset for the new run.
     assert page.is_hidden("#suggest-box")
 
+    # Opened afresh from its permalink, the run's scopes fill the form; Re-run keeps them.
+    (out / "made.txt").unlink()
+    page.goto(f"{site.url}/runs/{second}")
+    page.wait_for_selector("body[data-run-state=ended]", state="attached")
+    form = page.input_value("#p-scopes")
+    assert form == f'[fs]\nwrite = ["{out}"]\n[net]\nconnect = ["{endpoint}"]\n', form
+    assert page.text_content("#p-scopes-sum") == "● scoped"
+    page.click("#rerun-btn")
+    page.wait_for_function("(id) => !location.pathname.endsWith(id)", arg=second)
+    page.wait_for_selector("body[data-run-state=ended]", state="attached")
+    third = api(site, f"/api/runs/{run_id_of(page)}")
+    assert third["policy"]["scopes"] == rec["policy"]["scopes"]
+    assert third["counts"]["alerts"] == 0 and (out / "made.txt").exists()
+    assert listener.got == [b"ping", b"ping"]
+
 
 def test_compare_with_a_run_from_the_history(
     site: LiveServer, page, box: Path, listener: Listener, shots: Path
