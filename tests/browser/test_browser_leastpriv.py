@@ -65,6 +65,7 @@ def test_suggest_edit_and_rerun_under_the_policy(
     assert f'"{out}",  # 1 denied write: openat {out}/made.txt' in text
     assert f'"{endpoint}",  # 1 denied connect: connect {endpoint}' in text
     assert "2 scopes would have allowed" in page.text_content("#suggest-notes")
+    assert page.text_content("#suggest-btn") == "Suggest again"
     clip_shot(page, shots / "suggest.png", "#violations", "#leastpriv")
 
     # Bad TOML: said next to the text, nothing started, still on the first run.
@@ -147,6 +148,10 @@ def test_compare_with_a_run_from_the_history(
     page.wait_for_selector("body[data-run-state=ended]", state="attached")
     page.click("#compare-btn")
     assert page.is_visible("#pick-hint")
+    page.keyboard.press("Escape")  # changed their mind
+    assert page.is_hidden("#pick-hint")
+    assert page.get_attribute("#compare-btn", "aria-pressed") == "false"
+    page.click("#compare-btn")
     page.click(f'#history-list li[data-run="{a}"] a')  # itself: nothing happens
     assert page.is_hidden("#compare") and run_id_of(page) == a
     page.click(f'#history-list li[data-run="{b}"] a')

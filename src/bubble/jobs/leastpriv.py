@@ -16,14 +16,14 @@ from bubble import scopes
 from bubble.analysis.diff import diff
 from bubble.analysis.suggest import suggest, to_toml
 from bubble.jobs import schema
-from bubble.jobs.behaviour import stored_events
+from bubble.jobs.behaviour import iter_stored_events
 from bubble.jobs.store import Store
 
 
 def suggest_policy(store: Store, run: dict[str, Any]) -> dict[str, Any]:
     """`{"toml": commented policy file, "policy": {"fs": ..., "net": ...}, "scopes": n,
     "notes": [...], "unscoped": [{seq, syscall, what}], "done": bool}` for one run."""
-    found = suggest(stored_events(store, run["id"]))
+    found = suggest(iter_stored_events(store, run["id"]))
     write, connect = tuple(found.write), tuple(found.connect)
     return {
         "run": run["id"],
@@ -49,7 +49,8 @@ def _side(run: dict[str, Any]) -> dict[str, Any]:
 def diff_runs(store: Store, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """`bubble diff`'s `{"only_a", "only_b", "changed"}` for two stored runs, with who A and
     B are and the count of each group."""
-    result: dict[str, Any] = diff(stored_events(store, a["id"]), stored_events(store, b["id"]))
+    events_a = iter_stored_events(store, a["id"])
+    result: dict[str, Any] = diff(events_a, iter_stored_events(store, b["id"]))
     result["counts"] = {k: len(v) for k, v in result.items()}
     result["a"], result["b"] = _side(a), _side(b)
     return result

@@ -223,6 +223,7 @@ function picking(on) {
 }
 $("compare-btn").addEventListener("click", () => picking(!("picking" in document.body.dataset)));
 $("pick-cancel").addEventListener("click", () => picking(false));
+document.addEventListener("keydown", (e) => { if (e.key === "Escape") picking(false); });
 $("compare-close").addEventListener("click", () => { $("compare").hidden = true; });
 
 function markCurrent() {

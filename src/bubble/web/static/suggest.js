@@ -23,6 +23,7 @@ export class SuggestPanel {
   reset(id) {
     this.runId = id;
     $("suggest-box").hidden = true;
+    $("suggest-btn").textContent = "Suggest a policy";
     $("suggest-text").value = "";
     clear($("suggest-notes"));
     this.error(null);
@@ -35,6 +36,7 @@ export class SuggestPanel {
   async suggest() {
     const id = this.runId;
     $("suggest-btn").disabled = true;
+    $("suggest-btn").textContent = "Suggesting…"; // a 100,000-event run takes seconds
     this.error(null);
     try {
       const found = await getJSON(`/api/runs/${id}/policy/suggest`);
@@ -56,6 +58,7 @@ export class SuggestPanel {
       this.error(err);
     } finally {
       $("suggest-btn").disabled = false;
+      $("suggest-btn").textContent = $("suggest-box").hidden ? "Suggest a policy" : "Suggest again";
     }
   }
 
