@@ -55,8 +55,18 @@ def test_body_policy_body_policy_is_the_identity(body: dict[str, Any]) -> None:
     again = body_from_policy(policy)
     assert policy_from_body(again, MAX_TIMEOUT) == policy
     assert body_from_policy(policy_from_body(again, MAX_TIMEOUT)) == again
+    # A run row stores `to_mapping()`: read from it, the words are the same.
+    assert body_from_policy(policy.to_mapping()) == again
     # The record's view names the same scopes.
-    assert policy_view(policy)["scopes"] == again.get("policy", {})
+    assert policy_view(policy.to_mapping())["scopes"] == again.get("policy", {})
+
+
+def test_a_stored_row_shows_even_if_it_would_not_validate_today() -> None:
+    """Rows are read as stored: an older record is never a 500 because a rule was added."""
+    row = {"deny_fs": True, "write": ["/"], "notify_exec": True}  # "/" is refused now
+    body = body_from_policy(row)
+    assert body["policy"] == {"fs": {"write": ["/"]}}
+    assert body["permissions"] == {"fs_read": True, "fs_write": False, "network": False}
 
 
 def test_the_toml_text_and_the_object_are_one_policy() -> None:

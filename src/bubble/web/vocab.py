@@ -145,30 +145,43 @@ def policy_from_body(body: Mapping[str, Any], max_timeout: float) -> Policy:
         raise BadRequest(err.message, err.hint) from None
 
 
-def permissions_of(policy: Policy) -> dict[str, Any]:
-    fs_write: bool | str = "overlay" if policy.fs_overlay is not None else not policy.deny_fs
-    network: bool | str = "sim" if policy.net_sim else not policy.deny_net
+_DEFAULTS = Policy().to_mapping()
+
+
+def _fields(policy: Policy | Mapping[str, Any]) -> dict[str, Any]:
+    """A policy's fields by name: a `Policy`, or a run row's stored `to_mapping()` read as
+    it is (a record written by an older version still shows; it is not validated again)."""
+    if isinstance(policy, Policy):
+        return policy.to_mapping()
+    return {**_DEFAULTS, **policy}
+
+
+def permissions_of(policy: Policy | Mapping[str, Any]) -> dict[str, Any]:
+    p = _fields(policy)
+    fs_write: bool | str = "overlay" if p["fs_overlay"] is not None else not p["deny_fs"]
+    network: bool | str = "sim" if p["net_sim"] else not p["deny_net"]
     return {"fs_read": True, "fs_write": fs_write, "network": network}
 
 
-def body_from_policy(policy: Policy) -> dict[str, Any]:
-    """A `Policy` in the request's words: what `policy_from_body` reads back into it (the
-    run's timeout travels apart, as `timeout`)."""
-    body: dict[str, Any] = {"permissions": permissions_of(policy)}
-    body.update({k: getattr(policy, k) for k in (*TOGGLES, *TOGGLES_NET, "peek_tx")})
-    if policy.ask:
-        body.update(ask=True, ask_timeout=policy.decide_timeout)
-    scoped = scopes.to_mapping(policy.write, policy.connect)
+def body_from_policy(policy: Policy | Mapping[str, Any]) -> dict[str, Any]:
+    """A policy in the request's words: what `policy_from_body` reads back into the same
+    `Policy` (the run's timeout travels apart, as `timeout`)."""
+    p = _fields(policy)
+    body: dict[str, Any] = {"permissions": permissions_of(p)}
+    body.update({k: bool(p[k]) for k in (*TOGGLES, *TOGGLES_NET)}, peek_tx=p["peek_tx"])
+    if p["ask"]:
+        body.update(ask=True, ask_timeout=p["decide_timeout"])
+    scoped = scopes.to_mapping(tuple(p["write"] or ()), tuple(p["connect"] or ()))
     if scoped:
         body["policy"] = scoped
     return body
 
 
-def policy_view(policy: Policy) -> dict[str, Any]:
+def policy_view(policy: Policy | Mapping[str, Any]) -> dict[str, Any]:
     """A run record's `policy`: the request's words, the scopes (always present, possibly
     empty) and every flag that differs from off, as the launcher got them."""
     view = body_from_policy(policy)
     view["scopes"] = view.pop("policy", {})
-    raw = policy.to_mapping()
+    raw = _fields(policy)
     view["flags"] = {k: v for k, v in raw.items() if v not in (None, False, 0, [])}
     return view
