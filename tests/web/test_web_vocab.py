@@ -92,6 +92,7 @@ def test_the_toml_text_and_the_object_are_one_policy() -> None:
         ({"net": {"connect": ["127.0.0.1:99999"]}}, "bad port"),
         (["/tmp"], "must be a table/object"),
         ('[fs]\nwrite = ["/"]', "a write scope of / allows every write"),
+        ("a = " + "[" * 30000, "nested too deeply"),  # tomllib would raise RecursionError
     ],
 )
 def test_a_bad_policy_is_a_400_naming_it(value: object, fragment: str) -> None:

@@ -90,6 +90,10 @@ def scope_fields(value: object) -> dict[str, tuple[str, ...]]:
                 f"the policy is not valid TOML: {err}",
                 'write it as a policy file, e.g. [fs] then write = ["/tmp/out"]',
             ) from None
+        except RecursionError:  # tomllib recurses per nested array: ~1,000 "[" reach it
+            raise BadRequest(
+                "the policy text is nested too deeply", "a policy file is two flat sections"
+            ) from None
     try:
         return scopes.from_mapping(value)
     except UsageError as err:
