@@ -4,8 +4,10 @@ listener recording what arrives (fixtures `box` and `listener`)."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
+import string
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -64,8 +66,16 @@ class Listener:
 
 def probe_box() -> Path:
     """A directory the target (nobody, when the tests run as root) can read, with an `out`
-    folder it may write into when a scope allows it, and `probe.py` (PROBE) in it."""
-    root = Path(tempfile.mkdtemp(prefix="bubble-lp-"))
+    folder it may write into when a scope allows it, and `probe.py` (PROBE) in it. Its name
+    has no digits, which `bubble diff` reads as a pattern (`#`): places show as they are."""
+    while True:
+        name = "bubble-lp-" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(10))
+        root = Path(tempfile.gettempdir()) / name
+        try:
+            root.mkdir(mode=0o755)
+            break
+        except FileExistsError:
+            continue
     root.chmod(0o755)
     (root / "out").mkdir()
     (root / "out").chmod(0o777)
