@@ -89,18 +89,6 @@ class Policy:
                 "connect scopes narrow a denied network, but the network is allowed",
                 "drop --deny-net=0, or drop the connect scopes",
             )
-        if self.connect and self.net_sim:
-            # --net-sim lets a connect on a walled socket through unchecked (CONTINUE), which
-            # is safe only while the target holds no socket of the host's network to dup2
-            # onto that fd in the race window; a connect scope installs exactly such sockets
-            # (a UDP one, or a TCP one whose connect failed, could then be re-connected
-            # anywhere). So the two are refused together rather than half-combined.
-            raise UsageError(
-                "connect scopes cannot be combined with --net-sim: a scope's host socket "
-                "would let a walled connect reach the host's network",
-                "drop --net-sim to reach the scoped endpoints, or drop the connect scopes to "
-                "simulate the internet",
-            )
         if self.fs_overlay is None and (self.keep_layer or self.max_layer):
             flag = "--keep-layer" if self.keep_layer else "--max-layer"
             raise UsageError(f"{flag} needs --fs-overlay", f"add --fs-overlay to {flag}")

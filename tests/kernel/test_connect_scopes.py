@@ -190,15 +190,6 @@ def test_connect_scopes_need_the_network_denied():
     assert r.rc == 125 and "connect scopes narrow a denied network" in r.stderr
 
 
-def test_connect_scopes_and_net_sim_are_refused_together(tmp_path):
-    """A scope's host socket, dup2'ed onto a walled fd while --net-sim lets that connect
-    through, would reach the host's network: the pair is refused, nothing runs."""
-    mark = tmp_path / "ran"
-    r = run_bubble(["/bin/touch", str(mark)], ["--net-sim", "--allow-connect=127.0.0.1:80"])
-    assert r.rc == 125 and "cannot be combined with --net-sim" in r.stderr
-    assert not mark.exists()
-
-
 @pytest.mark.skipif(not AS_ROOT, reason="runs bubble as nobody from root")
 def test_connect_scope_as_a_non_root_operator(listeners):
     ok = listeners()

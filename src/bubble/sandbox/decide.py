@@ -30,6 +30,7 @@ INJECT = "inject"  # open `source` ourselves and hand the fd over with ADDFD|SEN
 DONE = "done"  # the supervisor performed the call itself: answer with -errno (0: success)
 CONNECT = "connect"  # a connect scope allows it: connector.py connects from the host's network
 PERFORM = "perform"  # carry the call out ourselves (sandbox/onbehalf.py); event: the alert if not
+SEND = "send"  # a send read once, made by the supervisor (datagram.py, streamsend.py): `plan`
 
 # Write-opens that must keep working under --deny-fs=1 (DESIGN §2.3). Values: what we inject.
 PSEUDO_DEVICES = {
@@ -72,6 +73,7 @@ class Decision:
     event: events.Event | None
     errno: int = 0
     source: str = ""  # for INJECT: a path to open, or "fd:N" to duplicate from the target
+    plan: Any = None  # SEND: datagram.Plan or streamsend.StreamPlan; CONNECT: a socket of the wall
 
     @classmethod
     def deny(cls, event: events.Event | None, err: int = _EPERM) -> Decision:
@@ -101,9 +103,19 @@ class Decision:
         return cls(DONE, event, err)
 
     @classmethod
-    def connect(cls, event: events.Event) -> Decision:
-        """A connect scope allows it: connector.py connects from the host's network."""
-        return cls(CONNECT, event)
+    def connect(cls, event: events.Event, walled: Any = None) -> Decision:
+        """A connect scope allows it: connector.py connects from the host's network; or,
+        with `walled` (the supervisor's checked copy of a socket inside the wall), that
+        socket is connected by the supervisor and stays inside the wall."""
+        return cls(CONNECT, event, plan=walled)
+
+    @classmethod
+    def send(cls, event: events.Event | None, plan: Any) -> Decision:
+        """A send read once from memory, carried out by the supervisor as `plan` says
+        (datagram.Plan, streamsend.StreamPlan)."""
+        if plan is None:
+            raise ValueError("a send needs a plan")
+        return cls(SEND, event, plan=plan)
 
     @classmethod
     def perform(cls, denied: Decision) -> Decision:

@@ -19,95 +19,43 @@ call may do once let through depends on where the *socket* lives, never on targe
   `netns.check_stdio` already refuses at launch; an AF_UNIX datagram socket) a send is
   denied: its msg_name could be written after our check.
 
-Which socket an fd is, is asked of the kernel on a copy of the descriptor (pidfd_getfd), and
-whether it is inside the wall of the socket's own namespace (SIOCGSKNS), not the caller's:
-a socket keeps the namespace it was made in (KERNEL-NOTES fact 15).
+With connect scopes (`netscope.py`) an allowed connect is made by the supervisor from the
+host's network (`connector.py`), and every send whose destination is in memory is decided by
+`scopedsend.py` and, if allowed, made by the supervisor: the target then holds host sockets,
+which a thread could dup2 onto any descriptor between our check and the kernel's call.
+
+Which socket an fd is, is asked of the kernel on a copy of the descriptor (`sockinfo.py`).
 """
 
 from __future__ import annotations
 
-import _socket
 import errno
-import fcntl
 import os
 
 from bubble import events
 from bubble.policy import Policy
-from bubble.sandbox import _abi, dnsquery, netns
-from bubble.sandbox._libc import pidfd_getfd, pidfd_open
+from bubble.sandbox import _abi, dnsquery, netns, scopedsend
 from bubble.sandbox.decide import Decision, alert, observe
 from bubble.sandbox.decode import Decoder, family_name, s32
 from bubble.sandbox.netscope import ConnectScopes
-from bubble.sandbox.procmem import status_kb
+from bubble.sandbox.sockinfo import (
+    INET,
+    SOCK_DGRAM,
+    SOCK_STREAM,
+    sock_copy,
+    sock_info,
+    socket_walled,
+    walled_copy,
+)
 from bubble.sandbox.syscalls import UNIX_CONNECTED_TYPES, Syscall
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
 if TYPE_CHECKING:
     from typing import Any
 
-SIOCGSKNS = 0x894C  # a socket's network namespace, as a new fd
-SOCK_STREAM, SOCK_DGRAM = 1, 2
-INET = (_abi.AF_INET, _abi.AF_INET6)
 DNS_PORT = 53
 DNS_MESSAGES = 8  # messages of one sendmmsg searched for DNS queries (glibc sends two)
 _SENDS = frozenset({"sendto", "sendmsg", "sendmmsg"})
-
-
-class SockInfo:
-    """What the kernel says about one of the target's sockets."""
-
-    __slots__ = ("family", "inode", "peer", "port", "type", "walled")
-
-    def __init__(self, family: int, kind: int, walled: bool, inode: int = 0) -> None:
-        self.family, self.type, self.walled, self.inode = family, kind, walled, inode
-        self.peer: str | None = None
-        self.port: int | None = None
-
-
-def _address(sock: Any, method: str) -> tuple[str | None, int | None]:
-    try:
-        addr = getattr(sock, method)()
-    except OSError:
-        return None, None
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = str(addr[0])
-        if host.startswith("::ffff:") and "." in host:
-            host = host[7:]  # IPv4-mapped: shown as the IPv4 address (see decode.ip6_text)
-        return host, int(addr[1])
-    return (str(addr) or None), None
-
-
-def sock_copy(pid: int, fd: int) -> Any:
-    """A socket object on a copy of socket `fd` of `pid` (pidfd_getfd), or None when `fd` is
-    no socket or we may not take it. The caller closes it (only our copy)."""
-    try:
-        pidfd = pidfd_open(status_kb(pid, "Tgid") or pid)  # notifications carry thread ids
-        try:
-            copy = pidfd_getfd(pidfd, fd)
-        finally:
-            os.close(pidfd)
-    except OSError:
-        return None
-    try:
-        return _socket.socket(fileno=copy)
-    except OSError:
-        os.close(copy)
-        return None
-
-
-def sock_info(pid: int, fd: int, local: bool = False) -> SockInfo | None:
-    """Family, type, wall and peer (or, with `local`, own) address of socket `fd` of `pid`;
-    None when `fd` is no socket or we may not look (then callers decide without it)."""
-    sock = sock_copy(pid, fd)
-    if sock is None:
-        return None
-    try:
-        fd = sock.fileno()
-        info = SockInfo(sock.family, sock.type & 0xF, _socket_walled(fd), os.fstat(fd).st_ino)
-        info.peer, info.port = _address(sock, "getsockname" if local else "getpeername")
-        return info
-    finally:
-        sock.close()
 
 
 def connect_dns(pid: int, fd: int, peer: str, port: int) -> int | None:
@@ -119,7 +67,7 @@ def connect_dns(pid: int, fd: int, peer: str, port: int) -> int | None:
     if sock is None:
         return None
     try:
-        if sock.type & 0xF != SOCK_DGRAM or not _socket_walled(sock.fileno()):
+        if sock.type & 0xF != SOCK_DGRAM or not socket_walled(sock.fileno()):
             return None
         if sock.family == _abi.AF_INET6 and "." in peer:
             peer = "::ffff:" + peer  # shown as IPv4 in the event, mapped on the wire
@@ -130,18 +78,6 @@ def connect_dns(pid: int, fd: int, peer: str, port: int) -> int | None:
         return 0
     finally:
         sock.close()
-
-
-def _socket_walled(fd: int) -> bool:
-    """True if socket `fd` belongs to another network namespace than ours."""
-    try:
-        ns = fcntl.ioctl(fd, SIOCGSKNS)
-    except OSError:
-        return False  # not allowed to look (a host socket, as non-root): not inside the wall
-    try:
-        return os.fstat(ns).st_ino != os.stat("/proc/self/ns/net").st_ino
-    finally:
-        os.close(ns)
 
 
 class NetPolicy:
@@ -203,18 +139,29 @@ class NetPolicy:
                 detail="no socket at this path: answered ENOENT as the kernel would",
             )  # fmt: skip
             return Decision.deny(event, errno.ENOENT)
-        if family in INET and self.policy.net_sim:
-            info = sock_info(pid, s32(args[0]))
-            if info is not None and info.walled:
+        scope = self.scopes.match(peer, ctx.get("port")) if self.scopes and family in INET else None
+        if family in INET and self.policy.net_sim and scope is None:
+            if self.scopes is not None:
+                # With connect scopes the target may hold host sockets we installed, which a
+                # thread could dup2 onto this fd while the kernel's connect is pending: so the
+                # supervisor connects its own checked copy of the socket of the wall instead.
+                walled = walled_copy(pid, s32(args[0]))
+                if walled is not None and isinstance(ctx.get("port"), int):
+                    event = _connect_event(row, nr, pid, ctx, decision="ALLOW")
+                    return Decision.connect(event, walled)
+                if walled is not None:
+                    walled.close()
+            elif (info := sock_info(pid, s32(args[0]))) is not None and info.walled:
                 # --net-sim: the socket lives inside the wall (asked of the kernel, not of
                 # memory), so wherever the address points by the time the kernel reads it,
                 # it reaches our sinkhole in that namespace and nothing else. CONTINUE even
-                # though a thread could dup2 another socket onto the fd meanwhile: the target
-                # holds no socket from outside the wall to put there (host sockets are
-                # refused as its stdio, every other fd is closed, AF_UNIX connects to host
-                # sockets are denied, so none can be received), and a socket it makes is in
-                # the wall. A blocking connect done by us would let a full backlog stall the
-                # supervisor; the DNS connect above is done by us because it is UDP.
+                # though a thread could dup2 another socket onto the fd meanwhile: without
+                # connect scopes the target holds no socket from outside the wall to put
+                # there (host sockets are refused as its stdio, every other fd is closed,
+                # AF_UNIX connects to host sockets are denied, so none can be received),
+                # and a socket it makes is in the wall. A blocking connect done by us would
+                # let a full backlog stall the supervisor; the DNS connect below is done by
+                # us because it is UDP.
                 return observe(events.NET_CONNECT, row, nr, pid, ctx)
         if family in INET and ctx.get("port") == DNS_PORT:
             err = connect_dns(pid, s32(args[0]), peer, DNS_PORT)
@@ -223,7 +170,6 @@ class NetPolicy:
                 denied = errno.errorcode.get(err) if err else None
                 event = _connect_event(row, nr, pid, ctx, decision="ALLOW", denied=denied)
                 return Decision.done(event, err)
-        scope = self.scopes.match(peer, ctx.get("port")) if self.scopes and family in INET else None
         if scope is not None:
             # Made by the supervisor from the host's network on the address read once here
             # (connector.py); the target's own socket stays inside the wall.
@@ -235,6 +181,8 @@ class NetPolicy:
         self, row: Syscall, nr: int, pid: int, ctx: dict[str, Any], args: tuple[int, ...]
     ) -> Decision:
         fd = s32(args[0])
+        if self.scopes is not None and (row.name != "sendto" or args[4]):
+            return scopedsend.decide(self, row, nr, pid, ctx, args)
         if self.policy.net_sim:
             sim = self._simulated_send(row, nr, pid, ctx, args, fd)
             if sim is not None:

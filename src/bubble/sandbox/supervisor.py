@@ -35,6 +35,7 @@ from bubble.sandbox.decide import (
     DONE,
     INJECT,
     PERFORM,
+    SEND,
     Decision,
     alert,
     decide,
@@ -276,10 +277,12 @@ class Supervisor:
                 event = held.failed(event, why)
             self._send(nid, d.errno, 0)
         elif d.action == CONNECT and self.connector and isinstance(event, events.Call):
-            done = self.connector.start(nid, pid, args[0] & 0xFFFFFFFF, event)
+            done = self.connector.start(nid, pid, args[0] & 0xFFFFFFFF, event, d.plan)
             if done is None:
                 return  # a thread connects; the answer and its event come then
             event = done
+        elif d.action == SEND and self.connector:
+            event = self.connector.send(nid, event, d.plan)  # read once, sent by us
         elif d.action == DONE:
             self._send(nid, d.errno, 0)  # we made the call ourselves: its result
         elif d.action == CONTINUE:
