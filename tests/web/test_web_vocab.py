@@ -41,7 +41,7 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
     scoped: dict[str, Any] = {}
     if fs_write != "overlay" and draw(st.booleans()):
         scoped["fs"] = {"write": draw(st.lists(directory, max_size=3))}
-    if network is False and draw(st.booleans()):
+    if network in (False, "sim") and draw(st.booleans()):  # the wall: connects are scoped
         scoped["net"] = {"connect": draw(st.lists(endpoint, max_size=3))}
     if scoped:
         body["policy"] = scoped
