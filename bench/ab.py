@@ -44,7 +44,7 @@ def _tree(rev: str) -> str:
 
 
 def _job(src: str, probe: str, calls: int, cpu: list[float]):
-    events = OUT / f"ab-events-{os.getpid()}.ndjson"
+    events = OUT / "ab-events.ndjson"
     argv = [PYTHON, "-m", "bubble", "run", "--events", str(events), "--"]
     argv += [probe, "flood", str(calls), CREAT, DENIED_ARG, "0644"]
     expect = rf"FLOOD {calls} same={calls} errno=EPERM\b" if calls else r"FLOOD 0 "
