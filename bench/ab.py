@@ -24,9 +24,12 @@ CREAT, DENIED_ARG = "85", "s:/proc/bench-denied/x"
 
 
 def _tree(rev: str) -> str:
-    """A src/ directory for `rev` (WORKTREE: this checkout's src, as it is now)."""
+    """A src/ directory for `rev` (WORKTREE: this checkout's src, as it is now; a directory:
+    a package tree to try, e.g. a patched copy)."""
     if rev == "WORKTREE":
         return str(ROOT / "src")
+    if os.path.isdir(rev):
+        return os.path.abspath(rev)
     git = ["git", "-C", str(ROOT)]
     sha = subprocess.run(
         [*git, "rev-parse", "--verify", f"{rev}^{{commit}}"],
