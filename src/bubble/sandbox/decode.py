@@ -220,14 +220,21 @@ class Decoder:
             value = args[i]
             if role == "-":
                 continue
-            # The commonest roles first (the open family's).
             if role == "path":
                 if row.name == "utimensat" and value == 0:
                     out["path"] = fd_path(pid, dirfd)  # futimens(fd)
                 else:
                     out["path"] = resolve(pid, dirfd, self.mem.text(pid, value))
+            elif role == "path2":
+                out["path2"] = resolve(pid, dirfd2, self.mem.text(pid, value))
             elif role == "dirfd":
                 dirfd = s32(value)
+            elif role == "dirfd2":
+                dirfd2 = s32(value)
+            elif role == "mqname":
+                out["path"] = "/dev/mqueue/" + self.mem.text(pid, value, 256).lstrip("/")
+            elif role == "ltarget":
+                out["path2"] = self.mem.text(pid, value)
             elif role == "oflags":
                 out["flags"] = open_flags(value)
             elif role == "mode":
@@ -236,14 +243,6 @@ class Decoder:
                 out.setdefault("fd", s32(value))
                 if row.category == "fs" or row.name == "ioctl":
                     out.setdefault("path", fd_path(pid, s32(value)))
-            elif role == "path2":
-                out["path2"] = resolve(pid, dirfd2, self.mem.text(pid, value))
-            elif role == "dirfd2":
-                dirfd2 = s32(value)
-            elif role == "mqname":
-                out["path"] = "/dev/mqueue/" + self.mem.text(pid, value, 256).lstrip("/")
-            elif role == "ltarget":
-                out["path2"] = self.mem.text(pid, value)
             elif role == "uid":
                 out["uid"] = s32(value)
             elif role == "gid":

@@ -54,12 +54,6 @@ if TYPE_CHECKING:
 
 _ZERO = bytes(_abi.NOTIF_SIZE)
 _U64 = struct.Struct("<Q")
-# Bound once: the hot path (three ioctls a notification) looks nothing up by attribute.
-_ioctl = fcntl.ioctl
-_pack_resp = _abi.RESP.pack_into
-_pack_id = _U64.pack_into
-_unpack_notif = _abi.NOTIF.unpack
-_RECV, _SEND, _ID_VALID = _abi.IOCTL_NOTIF_RECV, _abi.IOCTL_NOTIF_SEND, _abi.IOCTL_NOTIF_ID_VALID
 _NON_NATIVE_EXIT = frozenset({"exit", "exit_group"})
 _UNKNOWN = Syscall("unknown", -1, "sys", (), "sys")
 READ_BOUND = 1.0  # seconds one notification may take; decoding normally takes microseconds
@@ -126,9 +120,9 @@ class Supervisor:
 
     def send(self, nid: int, val: int, error: int, flags: int) -> None:
         """Answer notification `nid`: return `val`, or fail with `error`, or CONTINUE."""
-        _pack_resp(self._resp, 0, nid, val, -error, flags)
+        _abi.RESP.pack_into(self._resp, 0, nid, val, -error, flags)
         try:
-            _ioctl(self.listener, _SEND, self._resp, True)
+            fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_SEND, self._resp, True)
         except OSError as err:
             if err.errno != errno.ENOENT:  # ENOENT: the caller died or was interrupted
                 raise
@@ -144,8 +138,8 @@ class Supervisor:
 
     def _valid(self, nid: int) -> bool:
         try:
-            _pack_id(self._id, 0, nid)
-            _ioctl(self.listener, _ID_VALID, self._id, True)
+            _U64.pack_into(self._id, 0, nid)
+            fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_ID_VALID, self._id, True)
             return True
         except OSError:
             return False
@@ -179,12 +173,12 @@ class Supervisor:
         buf = self._buf
         buf[:] = _ZERO  # the kernel rejects a non-zeroed buffer with EINVAL
         try:
-            _ioctl(self.listener, _RECV, buf, True)
+            fcntl.ioctl(self.listener, _abi.IOCTL_NOTIF_RECV, buf, True)
         except OSError as err:
             if err.errno in (errno.ENOENT, errno.EINTR):
                 return  # the caller went away between poll and receive
             raise
-        notif = self._current = _unpack_notif(buf)
+        notif = self._current = _abi.NOTIF.unpack(buf)
         nid, pid, nr, arch, args = notif[0], notif[1], notif[3], notif[4], notif[6:]
         self.handled += 1
         if arch != _abi.AUDIT_ARCH_X86_64 or nr & _abi.X32_SYSCALL_BIT:
@@ -280,7 +274,7 @@ class Supervisor:
                 if not why:
                     return  # answered when the decision comes; policy.ask is written
                 event = held.failed(event, why)
-            self.send(nid, 0, d.errno, 0)
+            self._send(nid, d.errno, 0)
         elif d.action == CONNECT and self.connector and isinstance(event, events.Call):
             done = self.connector.start(nid, pid, args[0] & 0xFFFFFFFF, event)
             if done is None:
