@@ -177,3 +177,35 @@ def test_runs_in_flight_end_with_their_fork_server(server: ForkServer) -> None:
     while Path(f"/proc/{target}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{target}").exists(), "the target outlived its fork server"
+
+
+def test_every_run_gets_its_own_fresh_wall(server: ForkServer, tmp_path: Path) -> None:
+    """The fork server makes each run's network namespace ahead (netns.make_spare): still
+    one new namespace per run, `lo` configured, and no descriptor of it left to the target.
+    The runs overlap, so their namespaces are alive together and their inodes must differ."""
+    host = os.stat("/proc/self/ns/net").st_ino
+    script = (
+        "stat -L -c ns=%i /proc/self/ns/net; cat /proc/self/net/if_inet6;"
+        " for f in /proc/$$/fd/*; do echo fd=$(readlink $f); done; exec sleep 2"
+    )
+    runs = []
+    for i in range(3):
+        time.sleep(0.3)  # idle: the server has made the next run's namespace
+        out = os.open(tmp_path / f"{i}.out", os.O_WRONLY | os.O_CREAT, 0o644)
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            args = ["--events", "/dev/null", "--", "/bin/sh", "-c", script]
+            runs.append(server.spawn(args, {"PATH": "/usr/bin:/bin"}, "/", [null, out, out], []))
+        finally:
+            os.close(out)
+            os.close(null)
+    assert all(run is not None and run.wait(60) == 0 for run in runs)
+    seen = []
+    for i in range(3):
+        text = (tmp_path / f"{i}.out").read_text()
+        inode = int(re.search(r"ns=(\d+)", text).group(1))  # type: ignore[union-attr]
+        assert inode != host
+        assert re.search(r"^0+1 01 80 10 80\s+lo$", text, re.M), f"lo is not up: {text}"
+        assert "net:[" not in text, f"the target holds a namespace descriptor: {text}"
+        seen.append(inode)
+    assert len(set(seen)) == len(seen), "two runs shared a namespace"

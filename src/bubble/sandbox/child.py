@@ -46,6 +46,7 @@ class ChildPlan:
     cgroup: bool  # the parent puts us in a cgroup that limits memory
     layer: Layout | None = None  # --fs-overlay: the layer to build and enter
     netns: bool = False  # build the network wall (netns.plan said the kernel allows it)
+    netns_fd: int = -1  # the wall made ahead by the fork server, to join (netns.make_spare)
 
 
 def _fail(err_w: int, code: int, message: str) -> None:
@@ -191,7 +192,7 @@ def main(plan: ChildPlan) -> None:
                 _user_namespace()
         if plan.netns:
             # Before the privilege drop: making the namespace needs root or a user namespace.
-            netns.enter(policy)
+            netns.enter(policy, plan.netns_fd)
         if plan.uid is not None and plan.gid is not None:
             os.setgroups([])
             os.setgid(plan.gid)

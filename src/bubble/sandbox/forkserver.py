@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import gc
 import json
 import os
 import select
@@ -37,7 +38,9 @@ from typing import Any
 
 # What a run needs, imported once here instead of once per run.
 from bubble import cli
-from bubble.sandbox import _abi
+from bubble import eventline as _eventline  # noqa: F401 - the sink's, imported per run
+from bubble.policy import Policy
+from bubble.sandbox import _abi, bpfcache, netns
 from bubble.sandbox import launcher as _launcher  # noqa: F401
 from bubble.sandbox import session as _session  # noqa: F401
 from bubble.sandbox._libc import prctl
@@ -45,6 +48,8 @@ from bubble.sandbox._libc import prctl
 MAX_REQUEST = 1 << 20
 MAX_FDS = 16
 _HIGH_FD = 512  # received descriptors move above the targets before being placed
+_SPARE_FD = _HIGH_FD - 1  # where a launcher keeps its spare network namespace
+SPARE_IDLE = 0.02  # seconds without a request before the next spare wall is made
 
 
 def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
@@ -56,8 +61,9 @@ def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return json.loads(msg), list(fds)
 
 
-def _child(req: dict[str, Any], fds: list[int], server_pid: int) -> None:
-    """In the forked launcher: become a clean process, then run `bubble run`. Never returns."""
+def _child(req: dict[str, Any], fds: list[int], server_pid: int, spare: int) -> None:
+    """In the forked launcher: become a clean process, then run `bubble run`. Never returns.
+    `spare`: a network namespace made ahead for this run (netns.make_spare), or -1."""
     status = 125
     try:
         os.setsid()
@@ -71,9 +77,11 @@ def _child(req: dict[str, Any], fds: list[int], server_pid: int) -> None:
         if len(targets) != len(fds):
             raise ValueError("descriptor count does not match the request")
         high = [os.dup2(fd, _HIGH_FD + i, inheritable=False) for i, fd in enumerate(fds)]
+        if spare >= 0:
+            netns.SPARE.append(os.dup2(spare, _SPARE_FD, inheritable=False))
         for fd, target in zip(high, targets, strict=True):
             os.dup2(fd, target, inheritable=target in (0, 1, 2))
-        keep = set(targets)
+        keep = set(targets) | set(netns.SPARE)
         for fd in map(int, os.listdir("/proc/self/fd")):
             if fd not in keep:
                 with contextlib.suppress(OSError):  # the listing's own, already gone
@@ -89,6 +97,27 @@ def _child(req: dict[str, Any], fds: list[int], server_pid: int) -> None:
             os.write(2, f"bubble: fork server: {err!r}\n".encode())
     finally:
         os._exit(status)
+
+
+# The filter shapes compiled once here (bpfcache): the web's and a worker's usual runs (the
+# page asks for --notify-exec by default; writes allowed, to the host or into a layer; with
+# or without the network), ~0.1 s at start.
+WARM_POLICIES = tuple(
+    Policy(deny_fs=deny_fs, deny_net=deny_net, notify_exec=notify_exec)
+    for deny_fs in (True, False)
+    for deny_net in (True, False)
+    for notify_exec in (True, False)
+)
+
+
+def warm_up() -> None:
+    """Do once what every run would: compile the usual filters (which loads libseccomp),
+    then freeze what exists into the collector's permanent generation, so a collection in a
+    launcher does not write to, and copy, every page it shares with us."""
+    for policy in WARM_POLICIES:
+        bpfcache.prepare(policy)
+    gc.collect()
+    gc.freeze()
 
 
 def _status(pid: int) -> int:
@@ -109,12 +138,19 @@ class Server:
         self.pidfds: dict[int, int] = {}  # pidfd -> connection fd
         self.ended: dict[int, int] = {}  # launcher -> status (exited, not yet reaped)
         self.orphans: dict[int, int] = {}  # pidfd -> launcher whose client left
+        # The next run's network wall, made while idle (netns.make_spare); root only.
+        self.spare = -1
+        self.spares = os.geteuid() == 0 and netns.plan(Policy())[0]
 
     def serve(self) -> None:
         os.write(1, f"ready {os.getpid()}\n".encode())
         while True:
             watched = [0, self.listener.fileno(), *self.conns, *self.pidfds, *self.orphans]
-            for fd in select.select(watched, [], [])[0]:
+            idle = SPARE_IDLE if self.spares and self.spare < 0 else None
+            ready = select.select(watched, [], [], idle)[0]
+            if not ready:
+                self._make_spare()
+            for fd in ready:
                 if fd == 0:
                     if not os.read(0, 64):
                         return  # the owner is gone
@@ -127,6 +163,13 @@ class Server:
                     os.close(fd)
                 elif fd in self.conns:
                     self._readable(fd)
+
+    def _make_spare(self) -> None:
+        try:
+            self.spare = netns.make_spare()
+        except OSError as err:
+            self.spares = False  # the launchers make their own, as cold ones do
+            os.write(2, f"bubble: fork server: no spare network namespaces: {err}\n".encode())
 
     def _accept(self) -> None:
         conn, _ = self.listener.accept()
@@ -167,10 +210,11 @@ class Server:
             conn.close()
             return
         server_pid = os.getpid()
+        spare, self.spare = self.spare, -1  # each spare goes to one run only
         pid = os.fork()
         if pid == 0:
-            _child(req, fds, server_pid)
-        for fd in fds:
+            _child(req, fds, server_pid, spare)
+        for fd in (*fds, *([spare] if spare >= 0 else [])):
             os.close(fd)
         self.pid_of[conn.fileno()] = pid
         self.pidfds[os.pidfd_open(pid)] = conn.fileno()
@@ -190,6 +234,7 @@ def main(args: list[str]) -> int:
     if len(args) != 1:
         sys.stderr.write("usage: bubble forkserver SOCKET\n")
         return 2
+    warm_up()
     server = Server(args[0])
     # Leave the owner's process tree (its runs' trees must be all that is below a worker);
     # stdin and stdout stay the owner's pipes, so it still ends with its owner.

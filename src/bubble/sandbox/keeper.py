@@ -17,8 +17,7 @@ import os
 import signal
 
 from bubble.errors import BubbleError
-from bubble.sandbox import _abi, child, tree, wire
-from bubble.sandbox import filter as bpf_filter
+from bubble.sandbox import _abi, bpfcache, child, tree, wire
 from bubble.sandbox._libc import prctl
 
 
@@ -78,10 +77,9 @@ def _main(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> None:
     if os.getppid() != plan.parent_pid:
         _end_subtree(0, None)  # the supervisor died before we could watch it
     try:
-        # Built here, not in the supervisor: the filter must also refuse signals to us.
-        bpf = bpf_filter.build(
-            plan.policy, plan.parent_pid, os.getpgrp(), plan.omit, (os.getpid(),)
-        )
+        # Built here, not in the supervisor: the filter must also refuse signals to us. From
+        # the fork server's compiled templates when one fits (bpfcache), else compiled now.
+        bpf = bpfcache.build(plan.policy, plan.parent_pid, os.getpgrp(), plan.omit, (os.getpid(),))
     except BubbleError as err:
         wire.send(plan.err_w, wire.Failed(125, str(err)))
         os._exit(125)
@@ -91,7 +89,8 @@ def _main(plan: child.ChildPlan, report_w: int, close: tuple[int, ...]) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_DFL)  # the target starts with default dispositions
         child.main(dataclasses.replace(plan, parent_pid=os.getppid()))
-    for fd in (plan.ready_w, plan.go_r, plan.err_w, *(plan.stdio or ())):
+    spare = (plan.netns_fd,) if plan.netns_fd >= 0 else ()
+    for fd in (plan.ready_w, plan.go_r, plan.err_w, *(plan.stdio or ()), *spare):
         os.close(fd)
     wire.send(report_w, wire.Forked(target))
     if plan.policy.timeout:

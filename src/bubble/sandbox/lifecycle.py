@@ -22,8 +22,9 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import socket
 import struct
+from _socket import AF_NETLINK, SO_RCVBUF, SOCK_CLOEXEC, SOCK_DGRAM, SOL_SOCKET
+from _socket import socket as _sock  # the C module: `socket` costs ~3 ms of start-up
 
 from bubble import events
 
@@ -55,20 +56,18 @@ _CORE_SIGNALS = frozenset(
 )  # fmt: skip
 
 
-def open_listener() -> tuple[socket.socket | None, str | None]:
+def open_listener() -> tuple[_sock | None, str | None]:
     """A subscribed connector socket, or (None, why not). Open it before the keeper forks:
     the fork of the target must be seen for the tree to be known."""
     try:
-        sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, _NETLINK_CONNECTOR
-        )
+        sock = _sock(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, _NETLINK_CONNECTOR)
     except OSError as err:
         return None, f"process.end events unavailable: {err.strerror} (no process connector)"
     try:
         try:
-            sock.setsockopt(socket.SOL_SOCKET, 33, _RCVBUF)  # SO_RCVBUFFORCE
+            sock.setsockopt(SOL_SOCKET, 33, _RCVBUF)  # SO_RCVBUFFORCE
         except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            sock.setsockopt(SOL_SOCKET, SO_RCVBUF, _RCVBUF)
         sock.bind((0, _CN_IDX_PROC))
         op = struct.pack("=I", _PROC_CN_MCAST_LISTEN)
         msg = _CN_MSG.pack(_CN_IDX_PROC, _CN_VAL_PROC, 0, 0, len(op), 0) + op
@@ -102,7 +101,7 @@ class Lifecycle:
     """Follows the tree under `root` (the keeper) from connector messages and emits
     `process.end` for every process in it except `root` itself and those in `skip`."""
 
-    def __init__(self, sock: socket.socket, writer: EventWriter) -> None:
+    def __init__(self, sock: _sock, writer: EventWriter) -> None:
         self.sock = sock
         self.writer = writer
         self.root = 0

@@ -33,7 +33,7 @@ import struct
 from _socket import socket as _sock  # the C module: `socket` costs start-up time
 
 from bubble.sandbox import _abi
-from bubble.sandbox._libc import unshare
+from bubble.sandbox._libc import setns, unshare
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
 if TYPE_CHECKING:
@@ -128,10 +128,15 @@ def _sysctl(path: str) -> str:
         return ""
 
 
-def enter(policy: Policy) -> bool:
+def enter(policy: Policy, spare: int = -1) -> bool:
     """Move the calling process into a new network namespace and configure it. False when
     the kernel refuses the namespace (the target then runs without the wall, and the
-    supervisor denies at socket()); OSError when it was made but could not be set up."""
+    supervisor denies at socket()); OSError when it was made but could not be set up.
+    `spare`: a namespace made ahead by `make_spare` (fork server) to join instead."""
+    if spare >= 0 and _join(spare):
+        for start in INSIDE:
+            start(policy)
+        return True
     try:
         if os.geteuid() == 0:
             unshare(CLONE_NEWNET)
@@ -143,6 +148,50 @@ def enter(policy: Policy) -> bool:
     for start in INSIDE:
         start(policy)
     return True
+
+
+def _join(spare: int) -> bool:
+    try:
+        setns(spare, CLONE_NEWNET)
+    except OSError:
+        return False  # make one here instead
+    finally:
+        os.close(spare)
+    return True
+
+
+# The fork server's spare wall (issue 14): making a namespace and configuring `lo` took
+# 4.6-10 ms of every run between the request and the target's exec (docs/benchmarks.md). The
+# server makes the next run's namespace while it waits for the request; each spare is made
+# fresh, configured as `enter` would, held only as a descriptor (no process is in it, so
+# nothing else can reach it through /proc), and given to exactly one run, whose child joins
+# it with setns. The server's copy is closed at the fork; the launcher's and the keeper's
+# once the child is forked.
+SPARE: list[int] = []  # in a forked launcher: the descriptor of its spare, if it got one
+
+
+def make_spare() -> int:
+    """A new, configured network namespace as a descriptor; the calling process stays in
+    its own. Root only (setns back to our namespace needs CAP_SYS_ADMIN over it)."""
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    ours = os.open("/proc/self/ns/net", flags)
+    try:
+        unshare(CLONE_NEWNET)
+        try:
+            configure_loopback()
+            return os.open("/proc/self/ns/net", flags)
+        finally:
+            try:
+                setns(ours, CLONE_NEWNET)
+            except OSError as err:  # never go on from inside a run's namespace
+                raise RuntimeError(f"cannot return to our network namespace: {err}") from err
+    finally:
+        os.close(ours)
+
+
+def take_spare() -> int:
+    """This launcher's spare namespace (then it is the caller's to close), or -1."""
+    return SPARE.pop() if SPARE else -1
 
 
 def _unprivileged() -> None:

@@ -10,7 +10,7 @@ up again on the target's behalf.
 from __future__ import annotations
 
 import ipaddress
-import socket
+from _socket import SOCK_STREAM, getaddrinfo  # the C module: `socket` costs start-up
 
 from bubble.scopes import endpoint
 
@@ -24,7 +24,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class ConnectScopes:
     """Parsed `HOST:PORT` entries; `match(peer, port)` names the entry that allows it."""
 
-    def __init__(self, entries: tuple[str, ...], resolve: Any = socket.getaddrinfo) -> None:
+    def __init__(self, entries: tuple[str, ...], resolve: Any = getaddrinfo) -> None:
         self.rules: list[tuple[Network, int | None, str]] = []
         self.notes: list[str] = []
         for text in entries:
@@ -38,7 +38,7 @@ class ConnectScopes:
             except ValueError:
                 pass
             try:
-                infos = resolve(host, None, 0, socket.SOCK_STREAM)
+                infos = resolve(host, None, 0, SOCK_STREAM)
             except OSError as err:
                 self.notes.append(f"connect scope {canonical}: {host} does not resolve ({err})")
                 continue

@@ -97,7 +97,7 @@ class Session:
             ours += (self.lifecycle.fileno(),)
         started = time.monotonic()
         ctl.keeper_pid = keeper.start(plan, report_w, ours)
-        for fd in (ready_w, go_r, err_w, report_w):
+        for fd in (ready_w, go_r, err_w, report_w, *_given(plan.netns_fd)):
             os.close(fd)
         report = wire.Reader(report_r)
         forked = report.read_one()
@@ -135,6 +135,10 @@ class Session:
         abi = int(forced) if forced else landlock.abi_version()
         fs, net, scope, self.notes = landlock.plan(policy, abi)
         wall, wall_notes = netns.plan(policy)
+        spare = netns.take_spare()  # the fork server's, made ahead; ours to close after
+        if spare >= 0 and not wall:
+            os.close(spare)
+            spare = -1
         self.notes += wall_notes
         scoped = policy.write if landlock.enforces_scopes(policy, abi) else ()
         if policy.write and not scoped:
@@ -166,6 +170,7 @@ class Session:
             cgroup=bool(self.ctl.cgroups and "memory" in self.ctl.cgroups.dirs),
             layer=self.layout,
             netns=wall,
+            netns_fd=spare,
         )
 
     def _private_fds(self) -> tuple[int, ...]:
@@ -342,6 +347,10 @@ class Session:
         )
         self.writer.close()
         return end.result
+
+
+def _given(fd: int) -> tuple[int, ...]:
+    return (fd,) if fd >= 0 else ()
 
 
 def _restore_terminal() -> None:

@@ -55,19 +55,24 @@ Rules (what puts the call in the filter; see filter.py):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bubble.sandbox.record import Record
 
 
-@dataclass(frozen=True, slots=True)
-class Syscall:
-    """One row of the table."""
+class Syscall(Record):
+    """One row of the table (a `Record`: read-only, and cheap to import)."""
 
+    __slots__ = ("args", "category", "name", "note", "nr", "rule")
     name: str
     nr: int  # x86_64 number
     category: str  # fs | net | sys | exec | internal
     args: tuple[str, ...]
     rule: str
-    note: str = ""
+    note: str
+
+    def __init__(
+        self, name: str, nr: int, category: str, args: tuple[str, ...], rule: str, note: str = ""
+    ) -> None:
+        self._set(name=name, nr=nr, category=category, args=args, rule=rule, note=note)
 
 
 def _row(name: str, nr: int, category: str, args: str, rule: str, note: str = "") -> Syscall:
@@ -352,16 +357,19 @@ USERFAULTFD_IOC_NEW = 0xAA00  # /dev/userfaultfd: a page fault handler that can 
 DENIED_IOCTLS = {EXT4_IOC_SHUTDOWN: "EXT4_IOC_SHUTDOWN", USERFAULTFD_IOC_NEW: "USERFAULTFD_IOC_NEW"}
 
 
-@dataclass(frozen=True, slots=True)
-class IoctlFamily:
+class IoctlFamily(Record):
     """An administrative ioctl family: every request of type byte `kind` is routed; the
     `reads` continue (they only report state), every other request is denied and alerted.
     Decided on the request register alone: no memory, no race."""
 
+    __slots__ = ("kind", "name", "note", "reads")
     name: str
     kind: int  # the type byte: bits 8-15 of the request
     reads: frozenset[int]
     note: str
+
+    def __init__(self, name: str, kind: int, reads: frozenset[int], note: str) -> None:
+        self._set(name=name, kind=kind, reads=reads, note=note)
 
 
 ADMIN_IOCTLS: tuple[IoctlFamily, ...] = (

@@ -9,54 +9,71 @@ three ad-hoc text protocols.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from bubble.sandbox.record import Record
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(Record):
     """The child loaded the filter: the listener's fd number in the child, whether the kernel
     has WAIT_KILLABLE_RECV, the directory the target starts in, and (--fs-overlay) the fd
     number of the layer's tmpfs in the child for the parent to take, else -1."""
 
+    __slots__ = ("cwd", "killable", "layer", "listener")
     listener: int
     killable: bool
     cwd: str
-    layer: int = -1
+    layer: int
+
+    def __init__(self, listener: int, killable: bool, cwd: str, layer: int = -1) -> None:
+        self._set(listener=listener, killable=killable, cwd=cwd, layer=layer)
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(Record):
     """The child could not start the target: exit status (125/126/127) and why."""
 
+    __slots__ = ("code", "message")
     code: int
     message: str
 
+    def __init__(self, code: int, message: str) -> None:
+        self._set(code=code, message=message)
 
-@dataclass(frozen=True, slots=True)
-class InitStatus:
+
+class InitStatus(Record):
     """Our PID-namespace init reaped the target: its raw wait status."""
 
+    __slots__ = ("status",)
     status: int
 
+    def __init__(self, status: int) -> None:
+        self._set(status=status)
 
-@dataclass(frozen=True, slots=True)
-class Forked:
+
+class Forked(Record):
     """The keeper forked the target."""
 
+    __slots__ = ("pid",)
     pid: int
 
+    def __init__(self, pid: int) -> None:
+        self._set(pid=pid)
 
-@dataclass(frozen=True, slots=True)
-class Reaped:
+
+class Reaped(Record):
     """The keeper reaped the target: raw wait status and wait4's ru_maxrss (kB)."""
 
+    __slots__ = ("maxrss", "status")
     status: int
     maxrss: int
 
+    def __init__(self, status: int, maxrss: int) -> None:
+        self._set(status=status, maxrss=maxrss)
 
-@dataclass(frozen=True, slots=True)
-class TimedOut:
+
+class TimedOut(Record):
     """The keeper's own --timeout clock ran out and it killed its subtree."""
+
+    __slots__ = ()
 
 
 Message = Ready | Failed | InitStatus | Forked | Reaped | TimedOut

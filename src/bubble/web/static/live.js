@@ -84,6 +84,9 @@ export class RunView {
   open(id, record) {
     this.close();
     this.runId = id;
+    // The streams first: connecting is the slow part (a new request to the server while it
+    // starts the run), and no message is handled before this function has reset the view.
+    this.connect(id);
     this.queue = [];
     this.head = 0;
     this.text = { stdout: "", stderr: "" };
@@ -105,7 +108,10 @@ export class RunView {
     if (record) renderSummary($("summary-body"), record, this.outputCap);
     this.setLive("waiting", "connecting…");
     this.setStatus(record?.status ?? "queued");
+  }
 
+  /** The run's two streams; their handlers feed the view that `open` resets. */
+  connect(id) {
     // Batches: one message per group of events that are ready together (a flood), so
     // the browser's per-message cost is paid once per batch, not once per event.
     const events = new EventSource(`/api/runs/${id}/events?batch=500`);
