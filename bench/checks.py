@@ -14,7 +14,7 @@ from common import Row
 # once the supervisor's per-call work is cut, so that CI guards the gain.
 LIMITS = {
     "denied_vs_floor": 30.0,  # bubble µs/denial ÷ C floor µs/denial (target 3)
-    "denied_vs_strace": 6.0,  # bubble ÷ the faster strace (target 0.5)
+    "denied_vs_strace": 6.0,  # bubble ÷ the faster strace (target 1, issue 14)
     # (b) best-of-N CPU ratios. Bursts from neighbours (a vCPU's sibling busy on the host)
     # double a 30 ms loop's CPU time for seconds at a time, so "gross" means a doubling; a
     # broken filter that sent every syscall to the supervisor would show 10x or more.

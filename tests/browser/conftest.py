@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.web.helpers import LiveServer, make_app
+from tests.web.probe import box, listener  # noqa: F401 (fixtures)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -35,6 +35,9 @@ def test_allow_once_from_the_page_writes_the_file(
         "document.querySelector('.ask-countdown').textContent.startsWith('denied in')"
     )
     assert card.get_by_role("button", name="Always allow this path").count() == 1
+    # The summary's badge follows the run (it was drawn from the queued record).
+    assert page.text_content("#run-status") == "Running"
+    assert "st-running" in page.get_attribute("#run-status", "class")
     full_shot(page, shots / "ask.png")
     assert not target.exists()  # held: nothing written yet
     card.get_by_role("button", name="Allow once").click()

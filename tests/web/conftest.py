@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 
 from bubble.web import shutdown
 from tests.web.helpers import LiveServer, engine_problem, make_app
+from tests.web.probe import box, listener  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

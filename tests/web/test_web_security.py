@@ -17,6 +17,7 @@ from tests.web.helpers import jobs_of, make_app, synthetic_run
 from tests.web.test_web_api import assert_error
 
 TOKEN = "correct-horse-battery-staple"
+STATIC = Path(__file__).resolve().parents[2] / "src" / "bubble" / "web" / "static"
 
 
 def test_every_response_carries_the_security_headers(client: FlaskClient) -> None:
@@ -36,8 +37,9 @@ def test_page_has_no_inline_script_or_style(client: FlaskClient) -> None:
     assert not re.search(r"\son[a-z]+\s*=", html)  # no onclick= / onload= handlers
     js = "".join(
         client.get(f"/static/{name}").get_data(as_text=True)
-        for name in ("bubble.js", "live.js", "eventlist.js", "violations.js", "summary.js")
+        for name in sorted(p.name for p in STATIC.glob("*.js"))
     )
+    assert "renderDiff" in js  # every module is read, the new ones too
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
         assert sink not in js
 

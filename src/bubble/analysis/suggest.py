@@ -42,11 +42,11 @@ TREE = 3  # sibling directories under one parent that make "a tree"
 class Evidence:
     calls: list[tuple[int, str, str]] = field(default_factory=list)  # (seq, syscall, path)
 
-    def comment(self, limit: int = 3) -> str:
+    def comment(self, what: str = "write", limit: int = 3) -> str:
         shown = ", ".join(f"{s} {p} (seq {q})" for q, s, p in self.calls[:limit])
         more = f", +{len(self.calls) - limit} more" if len(self.calls) > limit else ""
         n = len(self.calls)
-        return f"{n} denied write{'s' * (n != 1)}: {shown}{more}"
+        return f"{n} denied {what}{'s' * (n != 1)}: {shown}{more}"
 
 
 @dataclass
@@ -155,9 +155,10 @@ def to_toml(s: Suggestion, source: str) -> str:
         lines += [f"  {_quote(d)},  # {ev.comment()}" for d, ev in s.write.items()]
         lines.append("]")
     if s.connect:
-        lines.append("# [net] connect scopes are not enforced yet: these endpoints were denied")
-        lines.append("# (allow them with --deny-net=0 and watch them with --trace-net):")
-        lines += [f"#   {ep}  # {ev.comment()}" for ep, ev in s.connect.items()]
+        # The supervisor makes an allowed connect itself from the host's network (DESIGN §2.8).
+        lines += ["[net]", "connect = ["]
+        lines += [f"  {_quote(ep)},  # {ev.comment('connect')}" for ep, ev in s.connect.items()]
+        lines.append("]")
     if s.unscoped:
         lines.append("# Denied calls that no scope allows (metadata, privileged or other):")
         lines += [f"#   seq {q}: {name} {what}" for q, name, what in s.unscoped[:20]]

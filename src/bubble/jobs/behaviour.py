@@ -32,16 +32,16 @@ def ruleset(dirs: tuple[str, ...]) -> signatures.RuleSet:
         return found
 
 
-def _events(store: Store, run_id: str) -> list[dict[str, Any]]:
-    out = []
+def iter_stored_events(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
+    """A stored run's events as objects, in seq order, read page by page (a line that does
+    not parse is skipped): a 100,000-event run is never held whole by a caller that folds."""
     for _seq, data in store.iter_events(run_id):
         try:
             obj = json.loads(data)
         except ValueError:
             continue
         if isinstance(obj, dict):
-            out.append(obj)
-    return out
+            yield obj
 
 
 def build(
@@ -56,7 +56,7 @@ def build(
             if hit is not None:
                 _reports.move_to_end(key)
                 return hit
-    events = report.clean(_events(store, run["id"]))
+    events = report.clean(iter_stored_events(store, run["id"]))
     meta = {"command": run["command"], "command_line": run.get("command_line")}
     meta["policy"] = run.get("policy")
     rep = report.build(events, ruleset=ruleset(dirs), run=meta)

@@ -29,26 +29,6 @@ def counts(store: Store, run_id: str) -> dict[str, Any]:
     return out
 
 
-def policy_view(policy: dict[str, Any]) -> dict[str, Any]:
-    """The policy in the seed's vocabulary (`permissions`) next to the raw flags."""
-    return {
-        "permissions": {
-            "fs_read": True,
-            "fs_write": "overlay"
-            if policy.get("fs_overlay") is not None
-            else not policy.get("deny_fs", True),
-            # true: host network; "sim": the simulated internet inside the wall; false: denied
-            "network": "sim" if policy.get("net_sim") else not policy.get("deny_net", True),
-        },
-        "notify_exec": bool(policy.get("notify_exec")),
-        "pidns": bool(policy.get("pidns")),
-        "diagnose": bool(policy.get("diagnose")),
-        "trace_net": bool(policy.get("trace_net")),
-        "peek_tx": policy.get("peek_tx", 0),
-        "flags": {k: v for k, v in policy.items() if v not in (None, False, 0)},
-    }
-
-
 def sample_view(sample: dict[str, Any] | None) -> dict[str, Any] | None:
     """What a run ran: an upload's original name, sha256, size and type, or a command."""
     if sample is None:
@@ -57,16 +37,13 @@ def sample_view(sample: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: sample.get(k) for k in keys}
 
 
-def rerun_request(run: dict[str, Any], sample: dict[str, Any] | None) -> dict[str, Any]:
-    """The `POST /api/runs` body that runs this again with the same policy, every option
-    included: the page loads it into its form, so a re-run differs only in what the user
-    changes there. An upload is named by its id (no new upload); its interpreter and
-    arguments are the words around the sample in argv."""
-    view = policy_view(run["policy"])
-    body: dict[str, Any] = {k: v for k, v in view.items() if k != "flags"}
-    body["timeout"] = run["timeout"]
-    if run["policy"].get("ask"):
-        body.update(ask=True, ask_timeout=run["policy"].get("decide_timeout"))
+def rerun_target(run: dict[str, Any], sample: dict[str, Any] | None) -> dict[str, Any]:
+    """What a re-run of this run runs, in `POST /api/runs` words: the command as typed, or
+    an upload named by its id (no new upload) with its interpreter and arguments (the words
+    around the sample in argv), and the timeout. The web layer adds the policy part
+    (`web/vocab.py`), so the page's form is loaded from one body and a re-run differs only
+    in what the user changes there."""
+    body: dict[str, Any] = {"timeout": run["timeout"]}
     command = list(run["command"])
     if run.get("upload_id") and sample is not None:
         here = "./" + Uploads.work_name(sample)
@@ -78,7 +55,8 @@ def rerun_request(run: dict[str, Any], sample: dict[str, Any] | None) -> dict[st
 
 
 def run_report(store: Store, run: dict[str, Any]) -> dict[str, Any]:
-    """The public view of a run row (links are added by the web layer)."""
+    """The public view of a run row (links and the policy's words are added by the web
+    layer, `web/vocab.py`)."""
     run_id = run["id"]
     sample = store.get_sample(run["sample_id"]) if run.get("sample_id") else None
     terminal = run["status"] in schema.TERMINAL
@@ -97,7 +75,6 @@ def run_report(store: Store, run: dict[str, Any]) -> dict[str, Any]:
         "ended_at": run.get("ended_at"),
         "command": run["command"],
         "command_line": run.get("command_line") or shlex.join(run["command"]),
-        "policy": policy_view(run["policy"]),
         "timeout": run["timeout"],
         "exit_code": run.get("exit_code"),
         "signal": run.get("signal"),
@@ -111,7 +88,7 @@ def run_report(store: Store, run: dict[str, Any]) -> dict[str, Any]:
         "sample_id": run.get("sample_id"),
         "upload_id": run.get("upload_id"),
         "sample": sample_view(sample),
-        "rerun": rerun_request(run, sample),
+        "rerun": rerun_target(run, sample),  # the web layer adds the policy's words
         "last_seq": run.get("last_seq", 0),
         "counts": stored or counts(store, run_id),
         "artifacts": arts,

@@ -60,16 +60,11 @@ def pidfd_send_signal(pidfd: int, sig: int) -> int:
 
 _pvr = libc.process_vm_readv
 _pvr.restype = ctypes.c_ssize_t
-# Plain addresses, not structure pointers: converting ints is the cheapest ctypes call, and
-# this runs once or more per notification.
-_pvr.argtypes = [
-    ctypes.c_int,
-    ctypes.c_void_p,
-    ctypes.c_ulong,
-    ctypes.c_void_p,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-]
+# No argtypes: this runs once or more per notification, and ctypes converts each argument
+# through its argtype every call. The pid is a Python int (passed as a C int, as it should
+# be); the other five arguments never change and are passed as prebuilt ctypes objects.
+# Measured with timeit (4 KiB buffer, 256-byte read of our own memory): 4.7-6.4 µs per read
+# with argtypes and `ctypes.string_at`, 4.0-4.5 µs like this.
 
 
 class RemoteReader:
@@ -78,19 +73,28 @@ class RemoteReader:
     def __init__(self, size: int = _abi.PATH_MAX) -> None:
         self.buf = ctypes.create_string_buffer(size)
         self._size = size
+        self._view = memoryview(self.buf).cast("B")
         # Two struct iovec side by side, {base, len}: the local one, then the remote one.
         self._iov = (ctypes.c_uint64 * 4)(ctypes.addressof(self.buf), 0, 0, 0)
-        self._local = ctypes.addressof(self._iov)
-        self._remote = self._local + 16
+        local = ctypes.addressof(self._iov)
+        # local iov, 1 of them, remote iov, 1 of them, flags 0
+        self._args = (
+            ctypes.c_void_p(local),
+            ctypes.c_ulong(1),
+            ctypes.c_void_p(local + 16),
+            ctypes.c_ulong(1),
+            ctypes.c_ulong(0),
+        )
 
     def read(self, pid: int, addr: int, length: int) -> bytes:
         """Up to `length` bytes at `addr` in `pid`; b"" raises OSError (EFAULT/ESRCH/EPERM)."""
         iov = self._iov
-        length = min(length, self._size)
+        if length > self._size:
+            length = self._size
         iov[1] = iov[3] = length
         iov[2] = addr
-        n = _pvr(pid, self._local, 1, self._remote, 1, 0)
+        n = _pvr(pid, *self._args)
         if n < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
-        return ctypes.string_at(iov[0], n)  # `.raw` would copy the whole buffer
+        return self._view[:n].tobytes()  # only what was read (`.raw` copies the whole buffer)

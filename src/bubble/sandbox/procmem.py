@@ -53,26 +53,28 @@ class TargetMemory:
         or "ENAMETOOLONG" (no NUL within `limit`). OSError if nothing is readable."""
         if addr == 0:
             raise OSError(errno_mod.EFAULT, "NULL pointer")
-        out = bytearray()
-        first = FIRST_CHUNK  # most paths are short: do not copy a whole page for them
-        while len(out) < limit:
-            chunk = min(limit - len(out), PAGE - (addr % PAGE), first)
-            first = PAGE
+        # Most paths are short: read FIRST_CHUNK bytes first (not a whole page), and when the
+        # NUL is in them, the common case, return that slice as it is.
+        chunk = min(limit, PAGE - (addr % PAGE), FIRST_CHUNK)
+        data = self._reader.read(pid, addr, chunk)  # OSError: nothing readable
+        nul = data.find(b"\0")
+        if nul >= 0:
+            return data[:nul], None
+        out = bytearray(data)
+        while len(data) == chunk and len(out) < limit:
+            addr += chunk
+            chunk = min(limit - len(out), PAGE - (addr % PAGE))
             try:
                 data = self._reader.read(pid, addr, chunk)
             except OSError:
-                if out:
-                    return bytes(out), "EFAULT"
-                raise
+                return bytes(out), "EFAULT"
             nul = data.find(b"\0")
             if nul >= 0:
                 out += data[:nul]
                 return bytes(out), None
             out += data
-            if len(data) < chunk:
-                return bytes(out), "EFAULT"
-            addr += chunk
-        return bytes(out), "ENAMETOOLONG"
+        # A short read ran into an unmapped page; a full one ran out of `limit`.
+        return bytes(out), "ENAMETOOLONG" if len(out) >= limit else "EFAULT"
 
     def cstring(self, pid: int, addr: int, limit: int = PATH_MAX) -> bytes:
         """The readable bytes of a NUL-terminated string (see `read_cstring`)."""

@@ -36,7 +36,7 @@ def _values(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `config` overrides `DEFAULTS` (keys as above)."""
     merged = dict(DEFAULTS) | dict(config or {})
-    from bubble.web import asks, errors, pages, runs, security, seed, stream, uploads
+    from bubble.web import asks, errors, leastpriv, pages, runs, security, seed, stream, uploads
 
     if merged["TOKEN"]:
         security.check_token(merged["TOKEN"])  # before anything is started
@@ -56,7 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     errors.init_app(app)
     security.init_app(app)
-    for module in (pages, runs, asks, stream, uploads, seed):
+    for module in (pages, runs, asks, leastpriv, stream, uploads, seed):
         app.register_blueprint(module.bp)
     return app
 

@@ -18,7 +18,7 @@ MAX_ARGV_BYTES = 64 << 10  # a run's argv (and interpreter), the kernel's limit 
 # A run request is a few hundred bytes; the largest valid one (MAX_ARGV_BYTES of argv,
 # JSON-escaped) stays far below this. Everything else is refused unread.
 MAX_JSON_BODY = 512 << 10
-MAX_JSON_DEPTH = 8  # the deepest valid body is 2 ({"permissions": {...}}, {"args": [...]})
+MAX_JSON_DEPTH = 8  # the deepest valid body is 4 ({"policy": {"fs": {"write": [...]}}})
 # Query numbers (seq, run number, byte offsets) are SQLite/off_t integers: 63 bits.
 MAX_QUERY_INT = (1 << 63) - 1
 

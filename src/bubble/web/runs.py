@@ -12,6 +12,7 @@ from bubble.jobs import behaviour, schema
 from bubble.jobs.report import list_item, run_report
 from bubble.jobs.service import Jobs
 from bubble.jobs.store import Store
+from bubble.web import vocab
 from bubble.web.body import int_arg, json_body
 from bubble.web.errors import BadRequest, Conflict, NotFound
 from bubble.web.parse import parse_run
@@ -50,8 +51,11 @@ def links(run_id: str) -> dict[str, str]:
 
 
 def describe(run: dict[str, Any]) -> dict[str, Any]:
-    """A run's full public record with its links and artifact download URLs."""
+    """A run's full public record with its links, artifact download URLs and its policy in
+    the request's words: `policy` to show, `rerun` to post again as it is."""
     report = run_report(jobs().store, run)
+    report["policy"] = vocab.policy_view(run["policy"])
+    report["rerun"] = {**report["rerun"], **vocab.body_from_policy(run["policy"])}
     for art in report["artifacts"]:
         art["url"] = url_for("runs.artifact", run_id=run["id"], artifact_id=art["id"])
     report["links"] = links(run["id"])

@@ -2,25 +2,25 @@
 // `/` and `/runs/<id>`. Opening a run loads its command or sample and its whole policy into
 // the form, so a re-run with another policy is a change and one click, never a new pick.
 import { ApiError, deleteJSON, getJSON, postJSON, upload } from "./api.js";
-import { $, clear, el, fmtInt, fmtTime } from "./dom.js";
+import { compare } from "./compare.js";
+import { $, clear, el, fmtInt, fmtTime, showErrorIn } from "./dom.js";
 import { RunView } from "./live.js";
+import { blankToml, scopesToml } from "./scopes.js";
+import { SuggestPanel } from "./suggest.js";
 
 const DEFAULT_TITLE = "Project Bubble — Sandbox Runner";
 const LIVE = new Set(["queued", "running", "cancelling"]);
-const view = new RunView((rec) => { showRecord(rec); loadHistory(); }, (status) => showStatus(status));
+const view = new RunView((rec) => { showRecord(rec); loadHistory(); }, (status) => {
+  showStatus(status);
+  if (status === "running") loadHistory(); // its history entry said "queued"
+});
 let nextHistory = null;
 let loadedSample = null; // {id, name, sha256} of an upload loaded from a run: re-run it without a pick
 let current = null; // {id, status, what} of the run on screen
+let currentRec = null; // the full record of the run on screen, once known (its `rerun` body)
 let traceTouched = false; // the user set "Trace allowed network" themselves
 
-function showError(err) {
-  const box = $("form-error");
-  box.hidden = !err;
-  clear(box);
-  if (!err) return;
-  box.append(err.message || String(err));
-  if (err instanceof ApiError && err.hint) box.append(el("span", { class: "muted" }, ` — ${err.hint}`));
-}
+const showError = (err) => showErrorIn($("form-error"), err);
 
 /** `fs_write`: false, "overlay" (a throwaway layer) or true (the real host). */
 function fsWrite() {
@@ -65,6 +65,8 @@ function policyBody() {
     }
     if (peek) body.peek_tx = peek;
   }
+  const scopes = $("p-scopes").value;
+  if (!blankToml(scopes)) body.policy = scopes; // the server parses it, strictly (web/vocab.py)
   const raw = $("p-timeout").value.trim();
   const max = Number(document.body.dataset.maxTimeout);
   if (raw === "" && $("p-timeout").validity.badInput) {
@@ -100,25 +102,36 @@ function uploadLabel() {
   $("upload-btn").textContent = again ? "▶ Run Sample Again" : "⬆ Upload & Run";
 }
 
-/** Put a run's command or sample and its whole policy into the form (its `rerun` body). */
+/** The scopes' summary next to the collapsed box, so a scoped form is never a surprise. */
+function scopesSummary() {
+  const text = $("p-scopes").value;
+  $("p-scopes-sum").textContent = blankToml(text) ? "" : "● scoped";
+}
+$("p-scopes").addEventListener("input", scopesSummary);
+
+/** Put a run's command or sample and its whole policy into the form: its `rerun` body, the
+ * request's own words (web/vocab.py writes them), so the form reads what a re-run posts. */
 function fillForm(rec) {
   const body = rec.rerun || {};
-  const p = rec.policy || {};
-  $("p-fswrite").checked = !!p.permissions?.fs_write;
-  $("p-layer").checked = p.permissions?.fs_write !== true;
+  const perms = body.permissions || {};
+  $("p-fswrite").checked = !!perms.fs_write;
+  $("p-layer").checked = perms.fs_write !== true;
   showLayer();
-  $("p-net").checked = p.permissions?.network === true;
-  $("p-netsim").checked = p.permissions?.network === "sim";
-  $("p-exec").checked = !!p.notify_exec;
-  $("p-pidns").checked = !!p.pidns;
-  $("p-diag").checked = !!p.diagnose;
+  $("p-net").checked = perms.network === true;
+  $("p-netsim").checked = perms.network === "sim";
+  $("p-exec").checked = !!body.notify_exec;
+  $("p-pidns").checked = !!body.pidns;
+  $("p-diag").checked = !!body.diagnose;
   $("p-ask").checked = !!body.ask;
   if (body.ask_timeout) $("p-ask-timeout").value = String(body.ask_timeout);
   traceTouched = true; // the run's own choice, kept as it was
-  $("p-trace").checked = !!p.trace_net;
-  $("p-peek").value = String(p.peek_tx || 0);
+  $("p-trace").checked = !!body.trace_net;
+  $("p-peek").value = String(body.peek_tx || 0);
   netToggles();
-  if (rec.timeout) $("p-timeout").value = String(rec.timeout);
+  if (body.timeout) $("p-timeout").value = String(body.timeout);
+  $("p-scopes").value = typeof body.policy === "string" ? body.policy : scopesToml(body.policy);
+  $("p-scopes-box").open = !blankToml($("p-scopes").value);
+  scopesSummary();
   $("file").value = "";
   if (body.upload_id && rec.sample) {
     $("cmd").value = "";
@@ -148,11 +161,16 @@ function showStatus(status) {
   badge.textContent = status;
   $("cancel-btn").hidden = !(status === "queued" || status === "running");
   $("rerun-btn").hidden = LIVE.has(status);
+  $("compare-btn").hidden = LIVE.has(status);
+  if (LIVE.has(status)) picking(false);
+  suggestions.show(current.id, !LIVE.has(status));
   document.title = `${current.what.slice(0, 80)} · ${status} — Bubble`;
 }
 
 function showRecord(rec) {
+  if (rec.id !== currentRec?.id || rec.rerun) currentRec = rec.rerun ? rec : null;
   current = { id: rec.id, status: rec.status, what: whatOf(rec) };
+  markCurrent();
   $("bar-what").textContent = current.what;
   $("bar-what").title = current.what;
   const c = rec.counts || {};
@@ -163,7 +181,9 @@ function showRecord(rec) {
   showStatus(rec.status);
 }
 
-async function start(body, what) {
+/** Post a run and show it; `onError` shows a refusal (the form's box unless told). Resolves
+ * true when the run was created. */
+async function start(body, what, onError = showError) {
   const buttons = [$("run-btn"), $("upload-btn"), $("rerun-btn")];
   buttons.forEach((b) => { b.disabled = true; });
   showError(null);
@@ -173,10 +193,42 @@ async function start(body, what) {
     showRecord({ id: created.id, status: created.status, command_line: what });
     view.open(created.id, { id: created.id, status: created.status, command_line: what });
     loadHistory();
+    return true;
   } catch (err) {
-    showError(err);
+    onError(err);
+    return false;
   } finally {
     buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
+/** "Re-run with this policy": the run on screen's own body (command or sample, toggles,
+ * timeout) with the edited policy text; the form then shows what ran. */
+async function rerunWithPolicy(text, onError) {
+  const rec = currentRec;
+  if (!rec?.rerun) { onError(new ApiError("the run is still loading", "try again in a moment")); return; }
+  const body = { ...rec.rerun };
+  delete body.policy;
+  if (!blankToml(text)) body.policy = text;
+  if (await start(body, whatOf(rec), onError)) fillForm({ ...rec, rerun: body });
+}
+const suggestions = new SuggestPanel(rerunWithPolicy);
+
+/** Compare mode: the next run picked in the history is compared with the one on screen. */
+function picking(on) {
+  if (on) document.body.dataset.picking = "";
+  else delete document.body.dataset.picking;
+  $("pick-hint").hidden = !on;
+  $("compare-btn").setAttribute("aria-pressed", String(on));
+}
+$("compare-btn").addEventListener("click", () => picking(!("picking" in document.body.dataset)));
+$("pick-cancel").addEventListener("click", () => picking(false));
+document.addEventListener("keydown", (e) => { if (e.key === "Escape") picking(false); });
+$("compare-close").addEventListener("click", () => { $("compare").hidden = true; });
+
+function markCurrent() {
+  for (const li of document.querySelectorAll("#history-list .h-item")) {
+    li.classList.toggle("current", li.dataset.run === current?.id);
   }
 }
 
@@ -235,6 +287,8 @@ $("cancel-btn").addEventListener("click", async () => {
 });
 
 async function openRun(id) {
+  $("compare").hidden = true;
+  picking(false);
   try {
     const rec = await getJSON(`/api/runs/${id}`);
     showError(null);
@@ -253,6 +307,12 @@ function historyItem(run) {
     el("a", { href: `/runs/${run.id}`, class: "h-link", on: { click: (e) => {
       if (e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
       e.preventDefault();
+      if ("picking" in document.body.dataset) {
+        if (!current || run.id === current.id) return; // a run compared with itself says nothing
+        picking(false);
+        compare(current.id, run.id);
+        return;
+      }
       history.pushState({ id: run.id }, "", `/runs/${run.id}`);
       openRun(run.id);
     } } },
@@ -271,6 +331,7 @@ async function loadHistory(more = false) {
     const list = $("history-list");
     if (!more) clear(list);
     for (const run of page.runs) list.append(historyItem(run));
+    markCurrent();
     if (!page.runs.length && !more) list.append(el("li", { class: "muted" }, "No runs yet."));
     nextHistory = page.next;
     $("history-more").hidden = !nextHistory;
@@ -295,6 +356,10 @@ function route() {
     view.close();
     view.setLive("idle", "idle");
     current = null;
+    currentRec = null;
+    picking(false);
+    $("leastpriv").hidden = true;
+    $("compare").hidden = true;
     $("runbar").hidden = true;
     document.title = DEFAULT_TITLE;
   }

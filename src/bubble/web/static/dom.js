@@ -29,6 +29,15 @@ export function clear(node) {
 
 export const $ = (id) => document.getElementById(id);
 
+/** Show an error (its message, and its hint when it has one) in `box`; null hides the box. */
+export function showErrorIn(box, err) {
+  box.hidden = !err;
+  clear(box);
+  if (!err) return;
+  box.append(err.message || String(err));
+  if (err.hint) box.append(el("span", { class: "muted" }, ` — ${err.hint}`));
+}
+
 /** "2026-11-28T17:10:52.150Z" -> "17:10:52.150" in local time. */
 export function fmtTime(ts) {
   if (typeof ts !== "string") return "";

@@ -7,7 +7,7 @@ import { $, atBottom, fmtBytes } from "./dom.js";
 import { EventList } from "./eventlist.js";
 import { NetActivity } from "./netpanel.js";
 import { SimPanel } from "./simnet.js";
-import { renderSummary } from "./summary.js";
+import { renderSummary, summaryStatus } from "./summary.js";
 import { Violations } from "./violations.js";
 
 const FRAME_BUDGET_MS = 10;
@@ -55,6 +55,7 @@ export class RunView {
       else if (status === "cancelling") this.setLive("waiting", "cancelling…");
       else if (status === "running" && this.connected) this.setLive("on", "● live");
     }
+    if (!this.done) summaryStatus(status);
     if (status === "queued") this.pollQueued();
     this.onStatus?.(status);
   }

@@ -68,6 +68,26 @@ function modified(f) {
   return parts;
 }
 
+/** The run's scopes (its policy's `[fs] write` and `[net] connect`), when it has any. */
+function scopesRow(rec) {
+  const write = rec.policy?.scopes?.fs?.write || [];
+  const connect = rec.policy?.scopes?.net?.connect || [];
+  if (!write.length && !connect.length) return null;
+  const list = el("span", { class: "scope-list", id: "sum-scopes" },
+    write.map((d) => el("code", { class: "scope fs", title: "writable at or beneath" }, `✎ ${d}`)),
+    connect.map((ep) => el("code", { class: "scope net", title: "may connect to" }, `⇄ ${ep}`)));
+  return el("div", { class: "sum-row" }, item("Scopes:", list));
+}
+
+/** Keep the summary's badge on the run's status while it runs (the summary itself is drawn
+ * from the record, before the first event). */
+export function summaryStatus(status) {
+  const badge = document.getElementById("run-status");
+  if (!badge) return;
+  badge.className = `badge st-${status}`;
+  badge.textContent = STATUS_TEXT[status] || status;
+}
+
 /** Render a run record (GET /api/runs/<id>, or the data of the stream's `end` event). */
 export function renderSummary(box, rec, outputCap = 0) {
   clear(box);
@@ -86,6 +106,8 @@ export function renderSummary(box, rec, outputCap = 0) {
   if (rec.error) {
     box.append(el("p", { class: "error" }, rec.error, rec.hint ? el("span", { class: "muted" }, ` — ${rec.hint}`) : null));
   }
+  const scoped = scopesRow(rec);
+  if (scoped) box.append(scoped);
   const sample = sampleItem(rec);
   if (sample) box.append(sample);
   box.append(...(fileList("▤ Dropped Files", rec.dropped_files, rec, dropped) || []));
