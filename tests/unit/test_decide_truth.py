@@ -35,7 +35,8 @@ COLUMNS = tuple(POLICIES)
 
 # Outcome codes: C continue with fs.write ALLOW; T attempt (carried out by the supervisor for
 # its `result`, else a continue; fs.write ALLOW); S continue with fs.write ALLOW and `scope`;
-# A deny EPERM with a policy.alert; N deny EEXIST with fs.noop; P perform (alert on refusal);
+# G guarded (under the layer: carried out on a layer object, else the alert, never a
+# continue); A deny EPERM with a policy.alert; N deny EEXIST with fs.noop; P perform (alert on refusal);
 # E deny ENOSYS with an alert; I:<source> inject that source.
 # (row, ctx, how_flags) -> outcomes in COLUMNS order.
 FS_TABLE = [
@@ -60,10 +61,10 @@ FS_TABLE = [
     # symlink's path2 is the link's text, not a place written: only the link path counts
     ("symlink", {"path": f"{SCOPE}/l", "path2": "/etc/passwd"}, None, "T A S T T T"),
     ("truncate", {"path": f"{SCOPE}/f"}, None, "T A S T T T"),
-    ("chmod", {"path": f"{SCOPE}/f"}, None, "T A P T T T"),  # no Landlock right: performed
-    ("utimensat", {"path": "/etc/passwd"}, None, "T A P T T T"),  # the pinned object decides
-    ("fchownat", {"path": f"{SCOPE}/f"}, None, "C A A C C C"),  # never scoped
-    ("setxattr", {"path": f"{SCOPE}/f"}, None, "C A A C C C"),
+    ("chmod", {"path": f"{SCOPE}/f"}, None, "T A P T G G"),  # no Landlock right: performed
+    ("utimensat", {"path": "/etc/passwd"}, None, "T A P T G G"),  # the pinned object decides
+    ("fchownat", {"path": f"{SCOPE}/f"}, None, "T A A T G G"),  # never scoped
+    ("setxattr", {"path": f"{SCOPE}/f"}, None, "C A A C G G"),
     ("openat", {"path": "relative/not-resolved"}, None, "T A A T T T"),
 ]
 
@@ -81,6 +82,11 @@ def outcome(dec: d.Decision) -> str:
     if dec.action == d.PERFORM:
         assert isinstance(ev, events.Call) and ev.type == events.ALERT and ev.category == "fs"
         return "P"
+    if dec.action == d.GUARDED:
+        assert isinstance(ev, events.Call) and ev.type == events.FS_WRITE
+        assert isinstance(dec.plan, events.Call) and dec.plan.type == events.ALERT
+        assert dec.errno == errno.EPERM
+        return "G"
     if dec.action == d.ATTEMPT:
         assert isinstance(ev, events.Call) and ev.type == events.FS_WRITE
         assert ev.decision == "ALLOW" and not ev.scope
@@ -121,7 +127,8 @@ def test_every_fs_row_denies_outside_a_scope_and_continues_when_open():
             assert got == want, (row.name, col)
 
 
-# ioctl requests (register 1) -> outcome under (deny, open, layer). R: continue, no event.
+# ioctl requests (register 1) -> outcome under (deny, open, layer). R: continue, no event;
+# G: guarded (see FS_TABLE).
 TIOCSTI, SIOCGIFCONF, SIOCSIFFLAGS = 0x5412, 0x8912, 0x8914
 FS_IOC_SETFLAGS, BLKGETSIZE64, BLKRRPART, LOOP_CTL_ADD = 0x40086602, 0x80081272, 0x125F, 0x4C80
 EXT4_IOC_SHUTDOWN = 0x8004587D
@@ -133,7 +140,7 @@ IOCTL_TABLE = [
     (BLKGETSIZE64, "R R R"),
     (BLKRRPART, "A A A"),
     (LOOP_CTL_ADD, "A A A"),
-    (FS_IOC_SETFLAGS, "A C C"),  # an inode change: a filesystem write
+    (FS_IOC_SETFLAGS, "A C G"),  # an inode change: a filesystem write (chattr +i)
 ]
 
 
@@ -145,6 +152,10 @@ def test_ioctl_truth_table(cmd, expected):
         dec = d.decide(row, row.nr, PID, {"fd": 3}, POLICIES[col], (3, cmd, 0, 0, 0, 0))
         if dec.action == d.CONTINUE and dec.event is None:
             got.append("R")
+            continue
+        if dec.action == d.GUARDED:  # under the layer: never a CONTINUE on a host inode
+            assert isinstance(dec.plan, events.Call) and dec.plan.type == events.ALERT
+            got.append("G")
             continue
         code = "C" if dec.action == d.CONTINUE else "A"
         assert dec.errno == (0 if code == "C" else errno.EPERM)

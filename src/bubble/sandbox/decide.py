@@ -33,6 +33,7 @@ CONNECT = "connect"  # a connect scope allows it: connector.py connects from the
 PERFORM = "perform"  # carry the call out ourselves (sandbox/onbehalf.py); event: the alert if not
 SEND = "send"  # a send read once, made by the supervisor (datagram.py, streamsend.py): `plan`
 ATTEMPT = "attempt"  # an allowed call: carry it out ourselves to learn its result, else CONTINUE
+GUARDED = "guarded"  # under the layer, no Landlock right: carry it out on a layer object, else deny
 
 # Write-opens that must keep working under --deny-fs=1 (DESIGN §2.3). Values: what we inject.
 PSEUDO_DEVICES = {
@@ -125,6 +126,15 @@ class Decision:
         the caller, so the event can say what happened (`result`); where that cannot be done
         exactly (onbehalf.Inexact), a CONTINUE with `allowed` as it is."""
         return cls(ATTEMPT, allowed)
+
+    @classmethod
+    def guarded(cls, allowed: events.Event, denied: Decision) -> Decision:
+        """Under --fs-overlay, a call no Landlock right covers (chmod, chown, times, xattrs,
+        inode flags): carried out by the supervisor only when the object it pins lies in the
+        layer's own filesystems; anything else is answered as `denied` says (an alert)."""
+        if denied.action != DENY:
+            raise ValueError("a guarded call falls back to a deny")
+        return cls(GUARDED, allowed, denied.errno, plan=denied.event)
 
     @classmethod
     def perform(cls, denied: Decision) -> Decision:
@@ -225,6 +235,13 @@ def decide_fs(
         source = pseudo_device(pid, ctx.get("path"))
         if source is not None:
             return Decision.inject(source, allowed)
+    if layer and row.name in UNGUARDED:
+        # Landlock has no right for these and the layer does not cover objects from outside
+        # it: a host file open on stdout (`chmod 777 /proc/self/fd/1` changed the host
+        # file's mode) or a host device node bound into the layer's /dev (`chmod 600
+        # /dev/null` changed the host's). Never CONTINUE them: carried out on an object of
+        # the layer's own filesystems, denied otherwise.
+        return Decision.guarded(allowed, alert(row, nr, pid, ctx, category="fs"))
     if layer:
         # The kernel is the wall: the mount namespace and Landlock re-check the real
         # operation, whatever memory said (DESIGN §2.4), so observing is safe; what we carry
@@ -234,6 +251,16 @@ def decide_fs(
 
 
 _MKDIRS = frozenset({"mkdir", "mkdirat"})
+# Under the layer, the calls whose effect neither the mount namespace nor Landlock bounds to
+# the layer: they change an inode wherever it lives. (ioctl reaches decide_fs for inode flags.)
+UNGUARDED = frozenset(
+    {
+        "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
+        "utime", "utimes", "futimesat", "utimensat", "setxattr", "lsetxattr", "fsetxattr",
+        "setxattrat", "removexattr", "lremovexattr", "fremovexattr", "removexattrat",
+        "file_setattr", "ioctl",
+    }
+)  # fmt: skip
 
 
 def _exists(pid: int, path: object) -> bool:

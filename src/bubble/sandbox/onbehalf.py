@@ -96,17 +96,22 @@ CALLS: dict[str, tuple[str, int, int, int, int, int, int]] = {
     "symlink": ("symlink", -1, 0, -1, -1, -1, 1),
     "symlinkat": ("symlink", -1, 0, -1, -1, 1, 2),
     "truncate": ("truncate", -1, 0, 1, -1, -1, -1),
+    # chown: the value index holds the uid, the next register the gid.
+    "chown": ("chown", -1, 0, 1, -1, -1, -1),
+    "fchown": ("chown", -2, 0, 1, -1, -1, -1),
+    "fchownat": ("chown", 0, 1, 2, 4, -1, -1),
 }
 # What a write scope lets the supervisor perform (the rest of a scope is Landlock's).
 SCOPED = frozenset(
     n for n, spec in CALLS.items() if spec[0] in ("chmod", "times", "timeval", "utimbuf")
 )
 _TIMES = frozenset({"times", "timeval", "utimbuf"})
-_OBJECT_OPS = _TIMES | {"truncate", "chmod"}
+_OBJECT_OPS = _TIMES | {"truncate", "chmod", "chown"}
 # Flags each operation may carry and still be carried out exactly (others: Inexact).
 # rename: RENAME_NOREPLACE | RENAME_EXCHANGE (not WHITEOUT: CAP_MKNOD, asked in init_user_ns).
 _EXACT_FLAGS = {
     "chmod": AT_SYMLINK_NOFOLLOW,
+    "chown": AT_SYMLINK_NOFOLLOW,
     "times": AT_SYMLINK_NOFOLLOW,
     "unlink": AT_REMOVEDIR,
     "rename": 3,
@@ -121,10 +126,13 @@ def carry_out(
     check: Callable[[str], str | None] | None,
     still_valid: Callable[[], bool],
     exact: bool = False,
+    inside: Callable[[int], bool] | None = None,
 ) -> tuple[int, str, str | None, int]:
     """Carry out call `name` for `pid`: (errno or 0, real path, what `check` said, new fd or
     -1). Raises Outside when `check` refuses, Unsupported, Inexact (only with `exact`), or
-    OSError when the object cannot be pinned (its errno goes back to the caller)."""
+    OSError when the object cannot be pinned (its errno goes back to the caller). With
+    `inside`, only an object call whose pinned descriptor `inside` accepts is carried out
+    (Outside otherwise)."""
     spec = CALLS.get(name)
     if spec is None:
         raise Unsupported(name)
@@ -158,6 +166,8 @@ def carry_out(
                 if exact:
                     raise Inexact("could not resolve as the kernel would") from None
                 raise
+            if inside is not None and (op not in _OBJECT_OPS or not inside(pins[-1])):
+                raise Outside(real)
             verdict = check(real) if check else None
             if check and verdict is None:
                 raise Outside(real)
@@ -309,6 +319,8 @@ def _apply(
             raise OSError(err, os.strerror(err))
     elif op == "truncate":
         os.truncate(path, ctypes.c_int64(args[value_i]).value)
+    elif op == "chown":  # -1 (all ones in 32 bits) leaves that id as it is
+        os.chown(path, ctypes.c_int32(args[value_i]).value, ctypes.c_int32(args[value_i + 1]).value)
     elif op == "mkdir":
         os.mkdir(base, args[value_i] & 0o7777, dir_fd=dirfd)
     elif op == "unlink":

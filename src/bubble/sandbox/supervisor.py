@@ -34,6 +34,7 @@ from bubble.sandbox.decide import (
     CONTINUE,
     DENY,
     DONE,
+    GUARDED,
     INJECT,
     PERFORM,
     SEND,
@@ -46,7 +47,7 @@ from bubble.sandbox.eventlog import EventWriter
 from bubble.sandbox.netpolicy import NetPolicy
 from bubble.sandbox.netscope import ConnectScopes
 from bubble.sandbox.onbehalf import Outside, carry_out
-from bubble.sandbox.performed import attempt, result_of
+from bubble.sandbox.performed import attempt, guarded, result_of
 from bubble.sandbox.procmem import status_fields, status_kb
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
 from bubble.scopes import covering
@@ -115,6 +116,7 @@ class Supervisor:
         # --fs-overlay: new path -> old path of the renames seen, so the layer's report can
         # call a deletion plus a creation a rename (bounded: a hint, not a record).
         self.renames: dict[str, str] | None = {} if policy.fs_overlay is not None else None
+        self.layer_mounts: frozenset[int] | None = None  # performed.layer_mounts, once
         self.held = _held_calls(self, policy)
 
     # -- answering ---------------------------------------------------------------------------
@@ -291,6 +293,8 @@ class Supervisor:
             self._send(nid, 0, _abi.USER_NOTIF_FLAG_CONTINUE)
         elif d.action == ATTEMPT and isinstance(event, events.Call):
             event = attempt(self, nid, pid, nr, args, event)
+        elif d.action == GUARDED and isinstance(event, events.Call):
+            event = guarded(self, nid, pid, nr, args, event, d.plan, d.errno)
         elif d.action == PERFORM and isinstance(event, events.Call):
             event = self._perform(nid, pid, nr, args, event)
         elif d.action == INJECT:
