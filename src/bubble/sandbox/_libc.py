@@ -41,6 +41,19 @@ def unshare(flags: int) -> None:
     _check(libc.unshare(ctypes.c_int(flags)))
 
 
+def map_own_ids() -> None:
+    """In a user namespace just made: map our uid and gid to themselves (setgroups denied
+    first, as the kernel requires of an unprivileged mapper)."""
+    uid, gid = os.getuid(), os.getgid()
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{uid} {uid} 1"),
+        ("gid_map", f"{gid} {gid} 1"),
+    ):
+        with open(f"/proc/self/{name}", "w") as fh:
+            fh.write(text)
+
+
 def setns(fd: int, nstype: int) -> None:
     """setns(2) (os.setns exists only from Python 3.12)."""
     _check(libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))

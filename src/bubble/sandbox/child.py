@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from bubble.policy import Policy
 from bubble.sandbox import _abi, caps, landlock, netns, wire
 from bubble.sandbox import filter as bpf_filter
-from bubble.sandbox._libc import prctl, unshare
+from bubble.sandbox._libc import map_own_ids, prctl, unshare
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
 if TYPE_CHECKING:
@@ -102,15 +102,8 @@ def _foreground() -> None:
 def _user_namespace() -> None:
     """Non-root --pidns: a user namespace mapping our uid to itself gives us CAP_SYS_ADMIN
     over the new PID namespace without changing who we are."""
-    uid, gid = os.getuid(), os.getgid()
     unshare(_abi.CLONE_NEWUSER | _abi.CLONE_NEWPID)
-    for name, text in (
-        ("setgroups", "deny"),
-        ("uid_map", f"{uid} {uid} 1"),
-        ("gid_map", f"{gid} {gid} 1"),
-    ):
-        with open(f"/proc/self/{name}", "w") as fh:
-            fh.write(text)
+    map_own_ids()
 
 
 def _close_fds(keep: set[int]) -> None:

@@ -171,6 +171,11 @@ def read_exact(mem: TargetMemory, pid: int, addr: int, length: int) -> bytes:
         raise Unsendable(errno.EMSGSIZE, "datagram larger than 64 KiB")
     if not length:
         return b""
+    return read_all(mem, pid, addr, length)
+
+
+def read_all(mem: TargetMemory, pid: int, addr: int, length: int) -> bytes:
+    """`length` bytes at `addr`, all of them, or Unsendable EFAULT."""
     try:
         data = mem.read(pid, addr, length)
     except OSError as err:

@@ -76,7 +76,9 @@ class Decision:
     event: events.Event | None
     errno: int = 0
     source: str = ""  # for INJECT: a path to open, or "fd:N" to duplicate from the target
-    plan: Any = None  # SEND: datagram.Plan or streamsend.StreamPlan; CONNECT: a socket of the wall
+    # SEND: datagram.Plan or streamsend.StreamPlan; CONNECT: a socket of the wall; GUARDED: the
+    # alert logged when the call is refused.
+    plan: Any = None
 
     @classmethod
     def deny(cls, event: events.Event | None, err: int = _EPERM) -> Decision:

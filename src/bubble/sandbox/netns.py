@@ -33,7 +33,7 @@ import struct
 from _socket import socket as _sock  # the C module: `socket` costs start-up time
 
 from bubble.sandbox import _abi
-from bubble.sandbox._libc import setns, unshare
+from bubble.sandbox._libc import map_own_ids, setns, unshare
 
 TYPE_CHECKING = False  # `typing` costs start-up time; mypy still reads this block
 if TYPE_CHECKING:
@@ -200,16 +200,9 @@ def _unprivileged() -> None:
         return
     except PermissionError:
         pass
-    uid, gid = os.getuid(), os.getgid()
     unshare(_abi.CLONE_NEWUSER | CLONE_NEWNET)
     try:
-        for name, text in (
-            ("setgroups", "deny"),
-            ("uid_map", f"{uid} {uid} 1"),
-            ("gid_map", f"{gid} {gid} 1"),
-        ):
-            with open(f"/proc/self/{name}", "w") as fh:
-                fh.write(text)
+        map_own_ids()
     except OSError as err:
         # Inside a user namespace without a mapping nothing works: this is no fallback case.
         raise RuntimeError(f"cannot map our uid in the new user namespace: {err}") from err

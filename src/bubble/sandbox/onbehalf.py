@@ -40,9 +40,9 @@ import struct
 from collections.abc import Callable
 
 from bubble.sandbox import opening
-from bubble.sandbox._libc import libc, pidfd_getfd, pidfd_open, syscall
+from bubble.sandbox._libc import libc, syscall
 from bubble.sandbox.identity import Caller
-from bubble.sandbox.procmem import TargetMemory, status_fields
+from bubble.sandbox.procmem import TargetMemory, copy_fd
 from bubble.sandbox.resolve import AT_FDCWD, Inexact, openat2, plain, root_of, rooted, split
 
 AT_SYMLINK_NOFOLLOW = 0x100
@@ -221,13 +221,8 @@ def _read(
     if dir_i == -2 or (op in _TIMES and dir_i >= 0 and args[path_i] == 0):
         # fchmod(fd), and a NULL path to utimensat/futimesat (futimens): the dirfd's own
         # object, a copy of the caller's descriptor. (fchmodat's NULL path is EFAULT.)
-        tgid = int(status_fields(pid, "Tgid").get("Tgid", pid))
-        pidfd = pidfd_open(tgid)
-        try:
-            target_fd = args[path_i if dir_i == -2 else dir_i] & 0xFFFFFFFF
-            fd = pidfd_getfd(pidfd, ctypes.c_int32(target_fd).value)
-        finally:
-            os.close(pidfd)
+        target_fd = args[path_i if dir_i == -2 else dir_i] & 0xFFFFFFFF
+        fd = copy_fd(pid, ctypes.c_int32(target_fd).value)
         pins.append(fd)
         return fd, b"", b"", b""
     if op == "symlink":

@@ -12,7 +12,7 @@ import os
 import struct
 
 from bubble.sandbox._abi import AT_FDCWD, PAGE, PATH_MAX
-from bubble.sandbox._libc import RemoteReader
+from bubble.sandbox._libc import RemoteReader, pidfd_getfd, pidfd_open
 
 ARGV_MAX = 256  # argv entries recorded
 ARGV_BYTES = 64 * 1024  # total argv text recorded
@@ -166,3 +166,13 @@ def status_kb(pid: int, field: str) -> int | None:
     """An integer field of /proc/PID/status (kB for Vm* fields), or None."""
     text = status_fields(pid, field).get(field)
     return int(text.split()[0]) if text else None
+
+
+def copy_fd(pid: int, fd: int) -> int:
+    """Our own copy of descriptor `fd` of the process that thread `pid` belongs to
+    (pidfd_getfd; notifications carry thread ids, pidfds want the thread group's)."""
+    pidfd = pidfd_open(status_kb(pid, "Tgid") or pid)
+    try:
+        return pidfd_getfd(pidfd, fd)
+    finally:
+        os.close(pidfd)

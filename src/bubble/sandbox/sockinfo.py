@@ -14,8 +14,7 @@ import fcntl
 import os
 
 from bubble.sandbox import _abi
-from bubble.sandbox._libc import pidfd_getfd, pidfd_open
-from bubble.sandbox.procmem import status_kb
+from bubble.sandbox.procmem import copy_fd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,11 +53,7 @@ def sock_copy(pid: int, fd: int) -> Any:
     """A socket object on a copy of socket `fd` of `pid` (pidfd_getfd), or None when `fd` is
     no socket or we may not take it. The caller closes it (only our copy)."""
     try:
-        pidfd = pidfd_open(status_kb(pid, "Tgid") or pid)  # notifications carry thread ids
-        try:
-            copy = pidfd_getfd(pidfd, fd)
-        finally:
-            os.close(pidfd)
+        copy = copy_fd(pid, fd)
     except OSError:
         return None
     try:

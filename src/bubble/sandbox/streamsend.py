@@ -23,7 +23,7 @@ import select
 import struct
 
 from bubble.sandbox._libc import pidfd_getfd, pidfd_open
-from bubble.sandbox.datagram import MSGHDR_SIZE, Unsendable, headers, read_exact
+from bubble.sandbox.datagram import MSGHDR_SIZE, Unsendable, headers, read_all, read_exact
 from bubble.sandbox.procmem import status_kb
 
 TYPE_CHECKING = False
@@ -81,22 +81,12 @@ def read_plan(
             base, length = struct.unpack_from("<QQ", raw, i * 16)
             take = min(length, left)
             if take:
-                chunks.append(_read_large(mem, pid, base, take))
+                chunks.append(read_all(mem, pid, base, take))
                 left -= take
             if not left:
                 break
     fds = _descriptors(mem, pid, control, controllen) if control and controllen else []
     return StreamPlan(sock, b"".join(chunks), fds, args[2] & 0xFFFFFFFF)
-
-
-def _read_large(mem: TargetMemory, pid: int, addr: int, length: int) -> bytes:
-    try:
-        data = mem.read(pid, addr, length)
-    except OSError as err:
-        raise Unsendable(errno.EFAULT, f"unreadable memory: {err.strerror}") from None
-    if len(data) < length:
-        raise Unsendable(errno.EFAULT, "memory ends inside the message")
-    return data
 
 
 def _descriptors(mem: TargetMemory, pid: int, control: int, length: int) -> list[int]:

@@ -26,7 +26,6 @@ from bubble import events
 from bubble.policy import Policy
 from bubble.sandbox import _abi
 from bubble.sandbox import _libseccomp as scmp
-from bubble.sandbox._libc import pidfd_getfd, pidfd_open
 from bubble.sandbox.connector import Connector
 from bubble.sandbox.decide import (
     ATTEMPT,
@@ -48,7 +47,7 @@ from bubble.sandbox.netpolicy import NetPolicy
 from bubble.sandbox.netscope import ConnectScopes
 from bubble.sandbox.onbehalf import Outside, carry_out
 from bubble.sandbox.performed import attempt, guarded, result_of
-from bubble.sandbox.procmem import status_fields, status_kb
+from bubble.sandbox.procmem import copy_fd, status_fields
 from bubble.sandbox.syscalls import BY_NAME, BY_NR, Syscall
 from bubble.scopes import covering
 
@@ -152,12 +151,7 @@ class Supervisor:
     def _inject(self, nid: int, pid: int, source: str, flags: int) -> int:
         """Open `source` ourselves (or dup the target's own fd) and install it as the result."""
         if source.startswith("fd:"):
-            tgid = status_kb(pid, "Tgid") or pid
-            pidfd = pidfd_open(tgid)
-            try:
-                fd = pidfd_getfd(pidfd, int(source[3:]))
-            finally:
-                os.close(pidfd)
+            fd = copy_fd(pid, int(source[3:]))
         else:
             if source == "/dev/tty":
                 # /dev/tty means the *caller's* terminal: it may have none (after setsid), or
