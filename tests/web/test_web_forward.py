@@ -57,7 +57,13 @@ def run_once(app: Flask, cmd: str) -> str:
     run_id = client.post("/api/runs", json={"cmd": cmd}).get_json()["id"]
     jobs = jobs_of(app)
     assert jobs.wait(run_id, 30) == "completed"
-    jobs.forwarder.drain()
+    # The run is recorded as completed before the executor queues it for forwarding, so a
+    # drain() here could come first (it failed 1 in 5 alone): wait for the forwarder's own
+    # mark instead, set once the run went to the API or the offline sink.
+    deadline = time.monotonic() + 30
+    while (jobs.store.get_run(run_id) or {}).get("offline") is None:
+        assert time.monotonic() < deadline, "the run was never forwarded"
+        time.sleep(0.02)
     return run_id
 
 
